@@ -1,0 +1,146 @@
+"""Building blocks of the SD-MTCNN graph.
+
+Everything here is either a plain Keras layer wired by a helper function, or a
+small registered layer (so a saved ``.keras`` file reloads without
+``custom_objects``). Layers know nothing about tasks.
+
+The helpers take a ``name`` prefix and give every layer they create an
+explicit, stage-indexed name (``encoder2_conv1``, ``depth_student_deconv3``),
+so summaries, checkpoints and sub-models stay readable.
+"""
+
+import keras
+from keras import layers, ops
+
+PACKAGE = "keras_sdmtcnn"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MaskUnpool2D(layers.Layer):
+    """SegNet 2x2 max-unpooling from pooling positions, without argmax indices.
+
+    Takes ``[x, pre_pool, pooled]``: the decoder features ``x`` at the pooled
+    resolution, the encoder features before pooling, and the encoder's pooled
+    features. Each value of ``x`` is written at the position of its window's
+    maximum in ``pre_pool``; the other three positions are zero. When several
+    positions of a window tie for the maximum (frequent after a ReLU: all
+    zeros), the first in row-major order wins, as in
+    ``tf.nn.max_pool_with_argmax``; so the result is exact.
+
+    Only strided slices, comparisons, multiplies, stack and reshape are used:
+    the layer converts to TFLite with builtin ops and compiles with XLA,
+    unlike ``tf.nn.max_pool_with_argmax``.
+
+    Example:
+        >>> pooled = keras.layers.MaxPooling2D()(features)
+        >>> up = MaskUnpool2D()([decoded, features, pooled])
+
+    Reference:
+        Badrinarayanan et al., "SegNet", TPAMI 2017.
+    """
+
+    def call(self, inputs):
+        x, pre_pool, pooled = inputs
+        corners = (
+            pre_pool[:, 0::2, 0::2, :],
+            pre_pool[:, 0::2, 1::2, :],
+            pre_pool[:, 1::2, 0::2, :],
+            pre_pool[:, 1::2, 1::2, :],
+        )
+        not_taken = ops.ones_like(pooled)
+        parts = []
+        for corner in corners:
+            hit = ops.cast(ops.equal(corner, pooled), x.dtype) * not_taken
+            parts.append(x * hit)
+            not_taken = not_taken * (1.0 - hit)
+        top = _interleave_columns(parts[0], parts[1])
+        bottom = _interleave_columns(parts[2], parts[3])
+        return _interleave_rows(top, bottom)
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[1])
+
+
+def _interleave_columns(a, b):
+    # (B, h, w, C) x2 -> (B, h, 2w, C) with a at even and b at odd columns.
+    shape = ops.shape(a)
+    stacked = ops.stack([a, b], axis=3)
+    return ops.reshape(stacked, (-1, shape[1], shape[2] * 2, shape[3]))
+
+
+def _interleave_rows(a, b):
+    # (B, h, W, C) x2 -> (B, 2h, W, C) with a at even and b at odd rows.
+    shape = ops.shape(a)
+    stacked = ops.stack([a, b], axis=2)
+    return ops.reshape(stacked, (-1, shape[1] * 2, shape[2], shape[3]))
+
+
+def conv_bn_relu(x, filters, name, kernel_size=3, synchronized_bn=False):
+    """3x3 convolution (no bias), BatchNorm and ReLU, named ``{name}_conv`` etc."""
+    x = layers.Conv2D(
+        filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv"
+    )(x)
+    x = layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def conv_stack(x, filters, name, synchronized_bn=False):
+    """A block of conv-BN-ReLU layers, one per entry of ``filters``.
+
+    Layers are named ``{name}_conv{i}`` (1-based) with ``_bn`` / ``_relu``.
+    """
+    for i, f in enumerate(filters, start=1):
+        x = conv_bn_relu(x, f, f"{name}_conv{i}", synchronized_bn=synchronized_bn)
+    return x
+
+
+def attention_gate(features, context, name, synchronized_bn=False):
+    """Task attention of a Teacher decoder block (MTAN-style).
+
+    A mask is computed from the decoder ``features`` concatenated with the
+    encoder ``context`` of the same scale: conv3x3-BN-ReLU, conv3x3-BN,
+    sigmoid. The mask (values in [0, 1], one per channel of ``features``)
+    gates the features by multiplication.
+
+    Reference:
+        Jha et al., "SD-MTCNN", BMVC 2020, Sec. 4.1; Liu et al., "MTAN",
+        CVPR 2019.
+    """
+    filters = features.shape[-1]
+    x = layers.Concatenate(name=f"{name}_concat")([features, context])
+    x = conv_bn_relu(x, filters, f"{name}_conv1", synchronized_bn=synchronized_bn)
+    x = layers.Conv2D(
+        filters, 3, padding="same", use_bias=False, name=f"{name}_conv2_conv"
+    )(x)
+    x = layers.BatchNormalization(
+        synchronized=synchronized_bn, name=f"{name}_conv2_bn"
+    )(x)
+    mask = layers.Activation("sigmoid", name=f"{name}_mask")(x)
+    return layers.Multiply(name=f"{name}_gate")([features, mask])
+
+
+def deconv_bn_relu(x, filters, name, synchronized_bn=False):
+    """Stride-2 3x3 transposed convolution (doubles H and W), BN, ReLU."""
+    x = layers.Conv2DTranspose(
+        filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_deconv"
+    )(x)
+    x = layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def output_layer(x, channels, activation, name):
+    """The task's prediction layer: a 1x1 convolution and its activation.
+
+    ``activation`` is ``"logits"`` or ``"linear"`` (the convolution's output as
+    is) or ``"l2_normalize"`` (unit vectors along channels). The returned
+    tensor is named exactly ``name``.
+    """
+    if activation in ("logits", "linear"):
+        return layers.Conv2D(channels, 1, name=name)(x)
+    if activation == "l2_normalize":
+        x = layers.Conv2D(channels, 1, name=f"{name}_conv")(x)
+        return layers.UnitNormalization(axis=-1, name=name)(x)
+    raise ValueError(
+        f"Unknown output activation {activation!r}; "
+        "allowed: 'logits', 'linear', 'l2_normalize'."
+    )

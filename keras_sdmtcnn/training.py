@@ -1,0 +1,131 @@
+"""The training logic shared by every multi-task model: ``train_step`` and ``test_step``.
+
+:class:`MultiTaskTrainer` is a ``keras.Model`` whose ``compile`` takes an
+objective (see ``objectives.py``) instead of a loss. ``fit``, ``evaluate``
+and ``predict`` then work as for any Keras model:
+
+- ``train_step`` computes the objective's terms on the model's dict of
+  outputs, applies the gradient of ``loss`` and tracks every term
+  (``loss``, ``{task}_teacher_loss``, ``{task}_student_loss``,
+  ``{task}_kd_loss``, ...) with one ``keras.metrics.Mean`` each.
+- ``test_step`` tracks the same terms and updates the streaming task metrics
+  of the Teacher and the Student (``metrics.py``), whose values appear in
+  ``evaluate(..., return_dict=True)`` as ``{task}_{branch}_{metric}``.
+
+Distribution: the loss terms are replica-local shares of the global-batch
+mean (``losses.global_mean``), so the gradients that ``tf.distribute`` sums
+across replicas are those of the global-batch loss. Trackers record each
+share times the number of replicas, so their (summed) values are the
+global-batch values.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_sdmtcnn.metrics import make_task_metric
+from keras_sdmtcnn.objectives import Objective
+from keras_sdmtcnn.tasks import output_name
+
+
+class MultiTaskTrainer(keras.Model):
+    """A ``keras.Model`` with an objective-based ``train_step``/``test_step``.
+
+    Subclasses set ``self.tasks``, ``self.num_classes``, ``self.ignore_label``
+    and ``self.branches`` and produce a dict of outputs named
+    ``{task}_{branch}``.
+    """
+
+    def compile(self, optimizer="adam", objective=None, jit_compile=False,
+                steps_per_execution=1, run_eagerly=False, **kwargs):
+        """Configures training.
+
+        Args:
+            optimizer: a ``keras.optimizers.Optimizer`` or its name.
+            objective: an :class:`~keras_sdmtcnn.objectives.Objective`
+                (default: ``SeparateObjective()``, the paper's Eq. 5).
+            jit_compile: XLA; off by default (slower for SegNet on CPUs).
+        """
+        if objective is None:
+            from keras_sdmtcnn.objectives import SeparateObjective
+
+            objective = SeparateObjective()
+        if not isinstance(objective, Objective):
+            raise ValueError(
+                f"objective must be an Objective (see keras_sdmtcnn.objectives), "
+                f"got {type(objective).__name__}."
+            )
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                "MultiTaskTrainer takes an `objective`, not a `loss`: the task "
+                "losses are declared by the tasks."
+            )
+        super().compile(
+            optimizer=optimizer,
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+            run_eagerly=run_eagerly,
+        )
+        self.objective = objective
+        self._term_trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in objective.term_names(self.tasks)
+        }
+        self._task_metrics = [
+            (task, branch, make_task_metric(
+                task, output_name(task, branch), self.num_classes, self.ignore_label
+            ))
+            for task in self.tasks
+            for branch in self.branches
+        ]
+
+    @property
+    def metrics(self):
+        trackers = list(getattr(self, "_term_trackers", {}).values())
+        return trackers + [m for _, _, m in getattr(self, "_task_metrics", [])]
+
+    def _terms(self, y, y_pred):
+        return self.objective(y, y_pred, self.tasks, self.ignore_label)
+
+    def _track(self, terms):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for name, tracker in self._term_trackers.items():
+            tracker.update_state(terms[name] * replicas)
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            terms = self._terms(y, y_pred)
+            loss = terms["loss"]
+            if self.losses:
+                loss += tf.add_n(self.losses)
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        self._track(terms)
+        return {name: t.result() for name, t in self._term_trackers.items()}
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        self._track(self._terms(y, y_pred))
+        for task, branch, metric in self._task_metrics:
+            metric.update_state(y[task], y_pred[output_name(task, branch)])
+        return self.get_metrics_result()
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return None
+        return {
+            "optimizer": keras.saving.serialize_keras_object(self.optimizer),
+            "objective": keras.saving.serialize_keras_object(self.objective),
+        }
+
+    def compile_from_config(self, config):
+        optimizer = keras.saving.deserialize_keras_object(config["optimizer"])
+        objective = keras.saving.deserialize_keras_object(config["objective"])
+        self.compile(optimizer=optimizer, objective=objective)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
