@@ -1,0 +1,315 @@
+"""Recipes: a typed schema of dataclasses, YAML loading, ``--set`` overrides, checks.
+
+A recipe has five sections (``data``, ``model``, ``objective``,
+``training``, ``output``) whose fields all have defaults; a YAML file only
+overrides fields. An unknown key, a value of the wrong type or an impossible
+value raises :class:`~keras_sdmtcnn.errors.UserError` naming the key path
+(``training.epochs``) and, for a misspelt key, the closest valid one.
+"""
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+
+import yaml
+
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.objectives import OBJECTIVES
+from keras_sdmtcnn.tasks import TASK_NAMES
+
+ALL_TASKS = list(TASK_NAMES)
+
+
+@dataclasses.dataclass
+class ScenesConfig:
+    """The built-in procedural dataset (``data.format: scenes``)."""
+
+    num_train: int = 400
+    num_val: int = 100
+    height: int = 96
+    width: int = 128
+    seed: int = 0
+    cache_dir: str = "~/.cache/keras_sdmtcnn"
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Which data, at which size, with which preprocessing."""
+
+    format: str = "scenes"  # scenes | taskonomy
+    root: str | None = None  # dataset root (taskonomy)
+    tasks: list = dataclasses.field(default_factory=lambda: list(ALL_TASKS))
+    image_size: list = dataclasses.field(default_factory=lambda: [288, 384])
+    num_classes: int | None = None  # default: the format's (7 scenes, 18 taskonomy)
+    ignore_label: int | None = None  # default: the format's (0 for both)
+    train_split: list | str = "splits/train.txt"  # buildings, .txt or .csv
+    val_split: list | str = "splits/val.txt"
+    flip: bool = False  # random left-right flips in training (negates normal x)
+    image_normalization: str = "unit"  # unit ([0, 1]) | imagenet
+    target_normalization: str = "unit"  # unit | standley (keypoints, edges)
+    check_all_files: bool = True  # check every PNG header before training
+    scenes: ScenesConfig = dataclasses.field(default_factory=ScenesConfig)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Architecture; the defaults are the paper's."""
+
+    decoder: str = "segnet"  # segnet | unet
+    attention: bool = True
+    width_multiplier: float = 1.0
+    encoder_filters: list = dataclasses.field(default_factory=lambda: [64, 128, 256, 512])
+    encoder_depths: list = dataclasses.field(default_factory=lambda: [2, 2, 3, 4])
+    bottleneck_filters: int = 1024
+    student_filters: list = dataclasses.field(default_factory=lambda: [128, 64, 32, 16])
+
+
+@dataclasses.dataclass
+class ObjectiveConfig:
+    """The training objective (``objectives.py``)."""
+
+    name: str = "separate"  # separate (Eq. 5) | ensemble (Eq. 6) | teacher_only
+    kd_weight: float = 1.0  # lambda; 0 is Baseline-2
+    temperature: float = 1.0
+    regression_kd: str = "mse"  # mse | euclidean (reading of Eq. 4)
+    detach_teacher: bool = True
+    task_weights: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    epochs: int = 200
+    batch_size: int = 2
+    optimizer: str = "adam"  # adam | adamw | sgd
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0  # adamw only
+    seed: int = 0
+    steps_per_epoch: int | None = None  # default: the whole training split
+    validation_steps: int | None = None  # default: the whole validation split
+
+
+@dataclasses.dataclass
+class OutputConfig:
+    run_dir: str | None = None  # default: runs/<recipe name>
+    monitor: str = "val_loss"  # what the best checkpoint minimises
+    verbose: int = 1  # 0 silent, 1 progress bar and a line per epoch
+
+
+@dataclasses.dataclass
+class Recipe:
+    name: str = "recipe"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+
+
+CHOICES = {
+    "data.format": ("scenes", "taskonomy"),
+    "data.image_normalization": ("unit", "imagenet"),
+    "data.target_normalization": ("unit", "standley"),
+    "model.decoder": ("segnet", "unet"),
+    "objective.name": tuple(OBJECTIVES),
+    "objective.regression_kd": ("mse", "euclidean"),
+    "training.optimizer": ("adam", "adamw", "sgd"),
+}
+
+
+def _fields(cls):
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(hint):
+    if isinstance(hint, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return {type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _coerce(value, hint, path):
+    """Checks ``value`` against a field's type (ints pass as floats)."""
+    if isinstance(hint, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, path)
+            except UserError:
+                continue
+        raise UserError(
+            f"{path} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})."
+        )
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise UserError(
+        f"{path} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})."
+    )
+
+
+def _build(cls, values, path):
+    if not isinstance(values, dict):
+        raise UserError(f"{path or 'the recipe'} must be a mapping of keys, got {values!r}.")
+    fields = _fields(cls)
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" Did you mean {path + '.' if path else ''}{close[0]}?" if close else ""
+            raise UserError(
+                f"Unknown recipe key {full}.{hint} Valid keys here: {', '.join(fields)}."
+            )
+        hint = fields[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, full)
+        else:
+            kwargs[key] = _coerce(value, hint, full)
+    return cls(**kwargs)
+
+
+def recipe_from_dict(values):
+    """Builds and validates a :class:`Recipe` from a (possibly partial) mapping."""
+    recipe = _build(Recipe, values or {}, "")
+    validate(recipe)
+    return recipe
+
+
+def recipe_to_dict(recipe):
+    return dataclasses.asdict(recipe)
+
+
+def _set_path(values, path, value):
+    keys = path.split(".")
+    node = values
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {path}: {key} is not a section.")
+    node[keys[-1]] = value
+
+
+def parse_override(text):
+    """``"training.epochs=3"`` -> ``("training.epochs", 3)`` (value parsed as YAML)."""
+    if "=" not in text:
+        raise UserError(f"--set expects KEY=VALUE (e.g. training.epochs=3), got {text!r}.")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {key}: cannot parse {raw!r} as a value ({e}).") from None
+    return key.strip(), value
+
+
+def load_recipe(path, overrides=()):
+    """Loads a YAML recipe, applies ``--set`` overrides and validates it.
+
+    The recipe's ``name`` defaults to the file's stem.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"Recipe file {path} does not exist.")
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"Recipe {path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"Recipe {path} must be a mapping of sections, got {type(values).__name__}.")
+    values.setdefault("name", os.path.splitext(os.path.basename(path))[0])
+    for text in overrides:
+        _set_path(values, *parse_override(text))
+    try:
+        return recipe_from_dict(values)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def save_recipe(recipe, path):
+    """Writes the resolved recipe as YAML (atomically)."""
+    from keras_sdmtcnn.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
+
+
+def validate(recipe):
+    """Checks values that types cannot: choices, ranges, task names, sizes."""
+    for path, allowed in CHOICES.items():
+        section, key = path.split(".")
+        value = getattr(getattr(recipe, section), key)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(
+                f"{path} must be one of {', '.join(allowed)}; got {value!r}.{hint}"
+            )
+    data, model, training = recipe.data, recipe.model, recipe.training
+    if not data.tasks:
+        raise UserError(f"data.tasks is empty: list at least one of {', '.join(ALL_TASKS)}.")
+    for task in data.tasks:
+        if task not in ALL_TASKS:
+            close = difflib.get_close_matches(str(task), ALL_TASKS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(
+                f"data.tasks names unknown task {task!r}.{hint} "
+                f"Allowed: {', '.join(ALL_TASKS)}."
+            )
+    if len(set(data.tasks)) != len(data.tasks):
+        raise UserError(f"data.tasks repeats a task: {data.tasks}.")
+    factor = 2 ** len(model.encoder_filters)
+    if (len(data.image_size) != 2
+            or not all(isinstance(s, int) and s > 0 and s % factor == 0
+                       for s in data.image_size)):
+        raise UserError(
+            f"data.image_size must be [height, width], each a positive multiple of "
+            f"{factor} (the model pools {len(model.encoder_filters)} times); "
+            f"got {data.image_size}."
+        )
+    if data.format == "taskonomy" and not data.root:
+        raise UserError(
+            "data.root is required for data.format: taskonomy; set it in the "
+            "recipe or with --set data.root=PATH."
+        )
+    if data.num_classes is not None and data.num_classes < 2:
+        raise UserError(f"data.num_classes must be >= 2, got {data.num_classes}.")
+    s = data.scenes
+    if s.num_train < 1 or s.num_val < 1:
+        raise UserError("data.scenes.num_train and data.scenes.num_val must be >= 1.")
+    if s.height < 16 or s.width < 16:
+        raise UserError("data.scenes.height and data.scenes.width must be >= 16.")
+    if len(model.encoder_depths) != len(model.encoder_filters):
+        raise UserError("model.encoder_depths and model.encoder_filters must have the same length.")
+    if len(model.student_filters) != len(model.encoder_filters):
+        raise UserError(
+            f"model.student_filters needs {len(model.encoder_filters)} entries "
+            "(one transposed convolution per encoder block)."
+        )
+    if model.width_multiplier <= 0:
+        raise UserError(f"model.width_multiplier must be > 0, got {model.width_multiplier}.")
+    if recipe.objective.kd_weight < 0:
+        raise UserError(f"objective.kd_weight must be >= 0, got {recipe.objective.kd_weight}.")
+    if recipe.objective.temperature <= 0:
+        raise UserError("objective.temperature must be > 0.")
+    for task in recipe.objective.task_weights:
+        if task not in data.tasks:
+            raise UserError(
+                f"objective.task_weights names {task!r}, which is not in data.tasks {data.tasks}."
+            )
+    if training.epochs < 1:
+        raise UserError(f"training.epochs must be >= 1, got {training.epochs}.")
+    if training.batch_size < 1:
+        raise UserError(f"training.batch_size must be >= 1, got {training.batch_size}.")
+    if training.learning_rate <= 0:
+        raise UserError(f"training.learning_rate must be > 0, got {training.learning_rate}.")
+    for key in ("steps_per_epoch", "validation_steps"):
+        value = getattr(training, key)
+        if value is not None and value < 1:
+            raise UserError(f"training.{key} must be >= 1 (or null), got {value}.")
