@@ -61,6 +61,28 @@ class MaskUnpool2D(layers.Layer):
         return tuple(input_shapes[1])
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class L2Normalize(layers.Layer):
+    """Unit vectors along the last axis: ``x * rsqrt(sum(x^2) + epsilon)``.
+
+    Unlike ``UnitNormalization`` (a max with epsilon), this stays finite for
+    an exact zero vector in every runtime (TFLite's XNNPACK included): a zero
+    vector maps to zero. Computed in float32; the tiny epsilon leaves even
+    very short vectors (norm 1e-10) unit length.
+    """
+
+    def __init__(self, epsilon=1e-30, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, x):
+        x = ops.cast(x, "float32")  # the epsilon must not underflow (float16)
+        return x * ops.rsqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
 def _interleave_columns(a, b):
     # (B, h, w, C) x2 -> (B, h, 2w, C) with a at even and b at odd columns.
     shape = ops.shape(a)
@@ -76,9 +98,14 @@ def _interleave_rows(a, b):
 
 
 def conv_bn_relu(x, filters, name, kernel_size=3, synchronized_bn=False):
-    """3x3 convolution (no bias), BatchNorm and ReLU, named ``{name}_conv`` etc."""
+    """3x3 convolution (no bias), BatchNorm and ReLU, named ``{name}_conv`` etc.
+
+    Kernels use He initialisation (suited to ReLU; SegNet's choice), so the
+    activations keep their scale through the deep Teacher decoders.
+    """
     x = layers.Conv2D(
-        filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv"
+        filters, kernel_size, padding="same", use_bias=False,
+        kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)
     x = layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
@@ -110,7 +137,8 @@ def attention_gate(features, context, name, synchronized_bn=False):
     x = layers.Concatenate(name=f"{name}_concat")([features, context])
     x = conv_bn_relu(x, filters, f"{name}_conv1", synchronized_bn=synchronized_bn)
     x = layers.Conv2D(
-        filters, 3, padding="same", use_bias=False, name=f"{name}_conv2_conv"
+        filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+        name=f"{name}_conv2_conv",
     )(x)
     x = layers.BatchNormalization(
         synchronized=synchronized_bn, name=f"{name}_conv2_bn"
@@ -122,7 +150,8 @@ def attention_gate(features, context, name, synchronized_bn=False):
 def deconv_bn_relu(x, filters, name, synchronized_bn=False):
     """Stride-2 3x3 transposed convolution (doubles H and W), BN, ReLU."""
     x = layers.Conv2DTranspose(
-        filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_deconv"
+        filters, 3, strides=2, padding="same", use_bias=False,
+        kernel_initializer="he_normal", name=f"{name}_deconv",
     )(x)
     x = layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
@@ -139,7 +168,7 @@ def output_layer(x, channels, activation, name):
         return layers.Conv2D(channels, 1, name=name)(x)
     if activation == "l2_normalize":
         x = layers.Conv2D(channels, 1, name=f"{name}_conv")(x)
-        return layers.UnitNormalization(axis=-1, name=name)(x)
+        return L2Normalize(name=name)(x)
     raise ValueError(
         f"Unknown output activation {activation!r}; "
         "allowed: 'logits', 'linear', 'l2_normalize'."
