@@ -13,6 +13,10 @@ import keras
 from keras import layers, ops
 
 PACKAGE = "keras_sdmtcnn"
+# PyTorch's default BatchNorm momentum (0.1 there, 0.9 in Keras' convention),
+# as in the MTAN/SD-MTCNN code lineage; Keras' 0.99 leaves the moving
+# statistics far from the data for the first few hundred steps.
+BN_MOMENTUM = 0.9
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -107,7 +111,9 @@ def conv_bn_relu(x, filters, name, kernel_size=3, synchronized_bn=False):
         filters, kernel_size, padding="same", use_bias=False,
         kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(
+        momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_bn"
+    )(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -141,7 +147,7 @@ def attention_gate(features, context, name, synchronized_bn=False):
         name=f"{name}_conv2_conv",
     )(x)
     x = layers.BatchNormalization(
-        synchronized=synchronized_bn, name=f"{name}_conv2_bn"
+        momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_conv2_bn"
     )(x)
     mask = layers.Activation("sigmoid", name=f"{name}_mask")(x)
     return layers.Multiply(name=f"{name}_gate")([features, mask])
@@ -153,7 +159,9 @@ def deconv_bn_relu(x, filters, name, synchronized_bn=False):
         filters, 3, strides=2, padding="same", use_bias=False,
         kernel_initializer="he_normal", name=f"{name}_deconv",
     )(x)
-    x = layers.BatchNormalization(synchronized=synchronized_bn, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(
+        momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_bn"
+    )(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

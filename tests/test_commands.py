@@ -1,0 +1,109 @@
+"""End to end: the real command-line entry points on a tiny recipe."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY_RECIPE = """
+data:
+  format: scenes
+  tasks: [semantic, depth, normal]
+  image_size: [32, 32]
+  val_split: splits/train.txt   # learn-ability check: evaluate on the training images
+  scenes: {{num_train: 16, num_val: 2, height: 32, width: 32, seed: 5, cache_dir: {cache}}}
+model:
+  width_multiplier: 0.0625
+  bottleneck_filters: 256
+  student_filters: [256, 128, 128, 128]
+objective: {{name: separate}}
+training: {{epochs: 5, batch_size: 4, learning_rate: 0.005}}
+"""
+
+
+def run_command(module, *args, cwd=REPO):
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", f"keras_sdmtcnn.{module}", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    recipe = tmp / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.format(cache=tmp / "cache"))
+    run_dir = tmp / "run"
+    result = run_command("fit", str(recipe), "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return recipe, run_dir, result
+
+
+def test_fit_writes_the_run_directory_and_learns(finished_run):
+    _, run_dir, result = finished_run
+    for name in ("recipe.yaml", "metrics.json", "history.csv", "model.keras",
+                 "student.keras", "curves.png", "run.json",
+                 "checkpoints/best.keras", "checkpoints/last.keras"):
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    history = json.loads((run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    first, last = history[0], history[-1]
+    assert last["val_loss"] < first["val_loss"]
+    assert last["val_depth_teacher_abs_err"] < first["val_depth_teacher_abs_err"]
+    assert last["val_semantic_teacher_pixel_acc"] > first["val_semantic_teacher_pixel_acc"]
+    header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert "val_normal_student_angle_median" in header and "depth_kd_loss" in header
+    # One readable line per epoch with both branches.
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 5 and "semantic mIoU↑ T" in lines[-1] and "/ S" in lines[-1]
+
+
+def test_evaluate_reproduces_the_last_epoch(finished_run):
+    _, run_dir, _ = finished_run
+    result = run_command("evaluate", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| Teacher |" in result.stdout and "| Student |" in result.stdout
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    last = json.loads((run_dir / "metrics.json").read_text())[-1]
+    for key in ("depth_teacher_abs_err", "semantic_student_miou", "normal_teacher_angle_mean"):
+        np.testing.assert_allclose(evaluation[key], last[f"val_{key}"], rtol=1e-5)
+    table = (run_dir / "evaluation.md").read_text()
+    assert "depth Abs ↓" in table and "semantic mIoU ↑" in table
+
+
+def test_notebook_style_evaluate(finished_run):
+    from keras_sdmtcnn.evaluate import load_run
+
+    _, run_dir, _ = finished_run
+    model, recipe, datasets = load_run(str(run_dir))
+    results = model.evaluate(datasets["val"], return_dict=True, verbose=0)
+    assert 0 <= results["semantic_teacher_miou"] <= 1
+    assert model.student_model().count_params() < model.count_params()
+
+
+def test_bad_recipe_key_is_one_clear_line(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("training:\n  epohcs: 3\n")
+    result = run_command("fit", str(recipe), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "Did you mean training.epochs?" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dataset_root_fails_cleanly_and_the_run_is_not_complete(tmp_path):
+    recipe = tmp_path / "tk.yaml"
+    recipe.write_text("data: {format: taskonomy, root: /nonexistent/taskonomy, "
+                      "image_size: [32, 32]}\n")
+    run_dir = tmp_path / "run"
+    result = run_command("fit", str(recipe), "--run-dir", str(run_dir))
+    assert result.returncode == 2
+    assert "/nonexistent/taskonomy does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not (run_dir / "model.keras").exists()
