@@ -1,0 +1,23 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="keras_sdmtcnn",
+    version="0.1.0",
+    description="SD-MTCNN: self-distilled multi-task CNNs (Teacher and Student) in Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_sdmtcnn", "keras_sdmtcnn.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.10,<4",
+        "numpy>=1.26",
+        "pyyaml>=6",
+        "scikit-image>=0.22",
+        "pillow>=10",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": ["pytest>=8"],
+    },
+)
