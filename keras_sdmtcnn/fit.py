@@ -91,7 +91,20 @@ def fit(recipe, run_dir=None, overwrite=False):
         atomic_save_model(model, os.path.join(run_dir, "model.keras"))
         atomic_save_model(model.student_model(), os.path.join(run_dir, "student.keras"))
         plot_curves(recorder.history, tasks, os.path.join(run_dir, "curves.png"))
-    except BaseException as e:
+    except Exception as e:
+        import tensorflow as tf
+
+        if isinstance(e, tf.errors.OpError):  # e.g. a PNG whose pixel data is corrupt
+            e = UserError(
+                f"Reading or training on the data failed: {e.message.splitlines()[0]} "
+                f"A file under the dataset root is probably corrupt; check the files "
+                f"of data.root ({recipe.data.root or 'the built-in scenes cache'})."
+            )
+        atomic_write_json(status_path, {
+            "status": "failed", "started": started, "error": f"{type(e).__name__}: {e}",
+        })
+        raise e from None
+    except BaseException as e:  # KeyboardInterrupt and friends: still not complete
         atomic_write_json(status_path, {
             "status": "failed", "started": started, "error": f"{type(e).__name__}: {e}",
         })

@@ -107,3 +107,29 @@ def test_missing_dataset_root_fails_cleanly_and_the_run_is_not_complete(tmp_path
     assert "Traceback" not in result.stderr
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     assert not (run_dir / "model.keras").exists()
+
+
+def test_png_with_corrupt_pixel_data_fails_cleanly(tmp_path):
+    from test_taskonomy import write_sample
+
+    root = tmp_path / "tk"
+    for point in range(2):
+        write_sample(root, "b1", point)
+    path = root / "depth_zbuffer" / "b1" / "point_1_view_0_domain_depth_zbuffer.png"
+    data = bytearray(path.read_bytes())
+    idat = data.index(b"IDAT")
+    for i in range(idat + 6, len(data) - 16):  # pixel data; header and IEND intact
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    recipe = tmp_path / "tk.yaml"
+    recipe.write_text(
+        f"data: {{format: taskonomy, root: {root}, tasks: [depth], image_size: [16, 16],\n"
+        "       train_split: [b1], val_split: [b1]}\n"
+        "model: {width_multiplier: 0.0625, bottleneck_filters: 64}\n"
+        "training: {epochs: 1, batch_size: 2}\n")
+    run_dir = tmp_path / "run"
+    result = run_command("fit", str(recipe), "--run-dir", str(run_dir))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "probably corrupt" in result.stderr and str(root) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
