@@ -59,9 +59,14 @@ def fit(recipe, run_dir=None, overwrite=False):
             os.remove(os.path.join(run_dir, name))
     save_recipe(recipe, os.path.join(run_dir, "recipe.yaml"))
     started = time.time()
-    atomic_write_json(status_path, {"status": "running", "started": started})
+    atomic_write_json(status_path, {"status": "running", "started": started,
+                                    "seed": recipe.training.seed})
     try:
         keras.utils.set_random_seed(recipe.training.seed)
+        if recipe.training.deterministic:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
         verbose = recipe.output.verbose
         datasets, info = build_datasets(recipe, verbose=bool(verbose))
         model = compiled_model(recipe, info.num_classes, info.ignore_label)
@@ -72,6 +77,8 @@ def fit(recipe, run_dir=None, overwrite=False):
             print(f"Training {recipe.name}: {info.num_train} train / {info.num_val} val "
                   f"samples from {info.root}; {model.count_params():,} parameters; "
                   f"run directory {run_dir}")
+            for note in info.notes:
+                print(f"  {note}")
         model.fit(
             datasets["train"].repeat() if recipe.training.steps_per_epoch else datasets["train"],
             validation_data=datasets["val"],
@@ -111,6 +118,7 @@ def fit(recipe, run_dir=None, overwrite=False):
         raise
     atomic_write_json(status_path, {
         "status": "complete", "started": started, "seconds": time.time() - started,
+        "seed": recipe.training.seed,
         "epochs": len(recorder.history),
         "final": recorder.history[-1] if recorder.history else {},
     })

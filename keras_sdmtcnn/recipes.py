@@ -38,15 +38,23 @@ class ScenesConfig:
 class DataConfig:
     """Which data, at which size, with which preprocessing."""
 
-    format: str = "scenes"  # scenes | taskonomy
-    root: str | None = None  # dataset root (taskonomy)
+    format: str = "scenes"  # scenes | taskonomy | nyuv2 | cityscapes
+    root: str | None = None  # dataset root (all but scenes)
     tasks: list = dataclasses.field(default_factory=lambda: list(ALL_TASKS))
     image_size: list = dataclasses.field(default_factory=lambda: [288, 384])
-    num_classes: int | None = None  # default: the format's (7 scenes, 18 taskonomy)
-    ignore_label: int | None = None  # default: the format's (0 for both)
-    train_split: list | str = "splits/train.txt"  # buildings, .txt or .csv
-    val_split: list | str = "splits/val.txt"
+    num_classes: int | None = None  # default: the format's (scenes 7, taskonomy 18, nyuv2 13, cityscapes 7)
+    ignore_label: int | None = None  # default: the format's (0 scenes/taskonomy, -1 nyuv2/cityscapes)
+    # Taskonomy/scenes: buildings, a .txt or .csv (default splits/{train,val}.txt);
+    # nyuv2/cityscapes: the split folder (default train and val).
+    train_split: list | str | None = None
+    val_split: list | str | None = None
+    val_source: str = "val"  # val | holdout (a seeded part of train, for model selection)
+    holdout_fraction: float = 0.1  # with val_source: holdout
+    holdout_seed: int = 0
+    label_dir: str | None = None  # cityscapes: label_7 (default, else label), label_19, label_2
     flip: bool = False  # random left-right flips in training (negates normal x)
+    augment: bool = False  # MTAN's random scale {1, 1.2, 1.5} crop (depth / s) and flip
+    cache: bool = False  # keep decoded samples in memory (nyuv2, cityscapes)
     image_normalization: str = "unit"  # unit ([0, 1]) | imagenet
     target_normalization: str = "unit"  # unit | standley (keypoints, edges)
     check_all_files: bool = True  # check every PNG header before training
@@ -85,7 +93,8 @@ class TrainingConfig:
     optimizer: str = "adam"  # adam | adamw | sgd
     learning_rate: float = 1e-4
     weight_decay: float = 0.0  # adamw only
-    seed: int = 0
+    seed: int = 0  # fixes data order, augmentation and initialisation
+    deterministic: bool = False  # deterministic TF ops (slower; exact reruns)
     steps_per_epoch: int | None = None  # default: the whole training split
     validation_steps: int | None = None  # default: the whole validation split
 
@@ -108,7 +117,8 @@ class Recipe:
 
 
 CHOICES = {
-    "data.format": ("scenes", "taskonomy"),
+    "data.format": ("scenes", "taskonomy", "nyuv2", "cityscapes"),
+    "data.val_source": ("val", "holdout"),
     "data.image_normalization": ("unit", "imagenet"),
     "data.target_normalization": ("unit", "standley"),
     "model.decoder": ("segnet", "unet"),
@@ -273,10 +283,23 @@ def validate(recipe):
             f"{factor} (the model pools {len(model.encoder_filters)} times); "
             f"got {data.image_size}."
         )
-    if data.format == "taskonomy" and not data.root:
+    if data.format != "scenes" and not data.root:
         raise UserError(
-            "data.root is required for data.format: taskonomy; set it in the "
+            f"data.root is required for data.format: {data.format}; set it in the "
             "recipe or with --set data.root=PATH."
+        )
+    if data.format in ("nyuv2", "cityscapes"):
+        allowed = ("semantic", "depth", "normal") if data.format == "nyuv2" else ("semantic", "depth")
+        extra = [t for t in data.tasks if t not in allowed]
+        if extra:
+            raise UserError(
+                f"data.tasks has {extra}, which data.format: {data.format} does not "
+                f"provide (it has {', '.join(allowed)})."
+            )
+    if data.val_source == "holdout" and not 0 < data.holdout_fraction < 1:
+        raise UserError(
+            f"data.holdout_fraction must be in (0, 1) with data.val_source: holdout, "
+            f"got {data.holdout_fraction}."
         )
     if data.num_classes is not None and data.num_classes < 2:
         raise UserError(f"data.num_classes must be >= 2, got {data.num_classes}.")

@@ -54,6 +54,6 @@ def test_bad_files_and_overrides(tmp_path):
 
 def test_shipped_recipes_load():
     recipes = Path(__file__).resolve().parent.parent / "recipes"
-    for name in ("synthetic", "mini_taskonomy"):
+    for name in ("synthetic", "mini_taskonomy", "nyuv2", "nyuv2_2task", "cityscapes"):
         recipe = load_recipe(str(recipes / f"{name}.yaml"), ["data.root=/data/taskonomy"])
         assert recipe.name == name

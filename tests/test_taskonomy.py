@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_sdmtcnn.data.taskonomy import flip_left_right, numpy_targets, taskonomy_dataset
+from keras_sdmtcnn.data.augment import flip_left_right
+from keras_sdmtcnn.data.taskonomy import numpy_targets, taskonomy_dataset
 from keras_sdmtcnn.errors import UserError
 
 TASKS = ["semantic", "depth", "normal", "keypoints", "edges"]

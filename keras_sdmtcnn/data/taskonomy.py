@@ -32,6 +32,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_sdmtcnn.data.augment import augment_dataset
 from keras_sdmtcnn.data.png import check_png
 from keras_sdmtcnn.errors import UserError
 
@@ -186,26 +187,6 @@ def decode_sample(files, tasks, image_size, image_normalization="unit",
     return image, targets
 
 
-def flip_left_right(image, targets):
-    """Mirrors a sample; the normal's x component changes sign."""
-    image = tf.reverse(image, axis=[-2])
-    flipped = {}
-    for task, target in targets.items():
-        axis = -1 if task == "semantic" else -2
-        target = tf.reverse(target, axis=[axis])
-        if task == "normal":
-            target = target * tf.constant([-1.0, 1.0, 1.0])
-        flipped[task] = target
-    return image, flipped
-
-
-def random_flip(image, targets, seed=None):
-    coin = tf.random.uniform([], seed=seed) < 0.5
-    return tf.cond(
-        coin, lambda: flip_left_right(image, targets), lambda: (image, targets)
-    )
-
-
 def taskonomy_dataset(root, split, tasks, image_size, batch_size, shuffle=False,
                       flip=False, image_normalization="unit",
                       target_normalization="unit", seed=0, check_all_files=True,
@@ -238,9 +219,7 @@ def taskonomy_dataset(root, split, tasks, image_size, batch_size, shuffle=False,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    if flip:
-        ds = ds.map(lambda x, y: random_flip(x, y, seed=None),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+    ds = augment_dataset(ds, seed, scale=False, flip=flip)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE), len(samples)
 

@@ -1,0 +1,99 @@
+"""Augmentations shared by every reader, as stateless (seeded) TF functions.
+
+- :func:`flip_left_right`: mirrors image and targets; the normal's x
+  component changes sign.
+- :func:`scale_crop`: MTAN's ``RandomScaleCrop`` for one scale ``s``: a crop
+  of ``(H/s, W/s)`` at ``(top, left)`` resized back to ``(H, W)``, bilinear
+  for the image, normals, keypoints and edges, nearest for labels and depth,
+  and **depth divided by s** (a closer look makes things nearer).
+- :func:`random_augment`: the scale (one of ``{1.0, 1.2, 1.5}``), crop
+  position and flip (p = 0.5) drawn from a per-sample seed, so a run is
+  reproducible for its recipe seed whatever the parallelism of the pipeline.
+
+Targets follow ``tasks.py``: ``semantic`` is ``(H, W)``, the others
+``(H, W, C)``.
+"""
+
+import tensorflow as tf
+
+SCALES = (1.0, 1.2, 1.5)
+_NEAREST = ("semantic", "depth")
+
+
+def flip_left_right(image, targets):
+    """Mirrors a sample; the normal's x component changes sign."""
+    image = tf.reverse(image, axis=[-2])
+    flipped = {}
+    for task, target in targets.items():
+        axis = -1 if task == "semantic" else -2
+        target = tf.reverse(target, axis=[axis])
+        if task == "normal":
+            target = target * tf.constant([-1.0, 1.0, 1.0], target.dtype)
+        flipped[task] = target
+    return image, flipped
+
+
+def _resize(x, size, task):
+    if task == "semantic":
+        return tf.image.resize(x[..., None], size, method="nearest")[..., 0]
+    method = "nearest" if task in _NEAREST else "bilinear"
+    return tf.cast(tf.image.resize(x, size, method=method), x.dtype)
+
+
+def scale_crop(image, targets, scale, top, left):
+    """Crops ``(H/scale, W/scale)`` at ``(top, left)`` and resizes back to ``(H, W)``."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    scale = tf.cast(scale, tf.float32)
+    crop_h = tf.cast(tf.cast(height, tf.float32) / scale, tf.int32)
+    crop_w = tf.cast(tf.cast(width, tf.float32) / scale, tf.int32)
+    size = tf.stack([height, width])
+
+    def crop(x):
+        return x[top:top + crop_h, left:left + crop_w]
+
+    image = _resize(crop(image), size, "image")
+    out = {}
+    for task, target in targets.items():
+        target = _resize(crop(target), size, task)
+        if task == "depth":
+            target = target / scale
+        out[task] = target
+    return image, out
+
+
+def random_augment(image, targets, seed, scale=True, flip=True):
+    """MTAN's augmentation drawn from ``seed`` (a shape-[2] int tensor)."""
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    if scale:
+        index = tf.random.stateless_uniform([], seeds[0], 0, len(SCALES), tf.int32)
+        s = tf.gather(tf.constant(SCALES), index)
+        shape = tf.shape(image)
+        crop_h = tf.cast(tf.cast(shape[0], tf.float32) / s, tf.int32)
+        crop_w = tf.cast(tf.cast(shape[1], tf.float32) / s, tf.int32)
+        top = tf.random.stateless_uniform([], seeds[1], 0, shape[0] - crop_h + 1, tf.int32)
+        left = tf.random.stateless_uniform([], seeds[2], 0, shape[1] - crop_w + 1, tf.int32)
+        image, targets = scale_crop(image, targets, s, top, left)
+    if flip:
+        coin = tf.random.stateless_uniform([], seeds[3]) < 0.5
+        image, targets = tf.cond(
+            coin, lambda: flip_left_right(image, targets), lambda: (image, targets)
+        )
+    return image, targets
+
+
+def with_seeds(ds, seed):
+    """Pairs each element with a per-sample stateless seed (new ones every epoch)."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(ds, seeds)
+
+
+def augment_dataset(ds, seed, scale=True, flip=True):
+    """Applies :func:`random_augment` to a dataset of ``(image, targets)``."""
+    if not (scale or flip):
+        return ds
+    return with_seeds(ds, seed).map(
+        lambda sample, s: random_augment(sample[0], sample[1], s, scale, flip),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )

@@ -1,0 +1,191 @@
+"""``python -m keras_sdmtcnn.data check ROOT --format F``: verify a dataset before a long job.
+
+Walks every file of every split and reports, per file, what is wrong
+(missing, unreadable, wrong shape or dtype, values out of range, indices
+that do not match across tasks), then prints counts and label and depth
+statistics. Exits with status 1 when any problem is found.
+"""
+
+import collections
+import os
+
+import numpy as np
+
+from keras_sdmtcnn.errors import UserError
+
+MAX_LISTED = 20
+
+
+class Report:
+    def __init__(self):
+        self.problems = []
+        self.lines = []
+
+    def problem(self, text):
+        self.problems.append(text)
+
+    def line(self, text):
+        self.lines.append(text)
+
+
+def _count(counter, values):
+    uniq, n = np.unique(values, return_counts=True)
+    counter.update(dict(zip(uniq.tolist(), n.tolist())))
+
+
+def _label_stats(report, name, counts, ignore):
+    total = sum(counts.values())
+    shares = ", ".join(f"{k}: {v / total:.1%}" for k, v in sorted(counts.items()))
+    report.line(f"  {name}: {shares} (ignore = {ignore})")
+
+
+def check_mtan(root, fmt, report):
+    from keras_sdmtcnn.data import mtan
+
+    num_classes = mtan.FORMATS[fmt]["num_classes"]
+    for split in ("train", "val"):
+        split_dir = os.path.join(root, split)
+        if not os.path.isdir(split_dir):
+            report.problem(f"{split_dir} does not exist")
+            continue
+        folders = {"image": "image", "depth": "depth"}
+        try:
+            folders["semantic"] = mtan.label_dir(split_dir, fmt)
+        except UserError as e:
+            report.problem(str(e))
+        if fmt == "nyuv2":
+            folders["normal"] = "normal"
+        present = {k: v for k, v in folders.items() if os.path.isdir(os.path.join(split_dir, v))}
+        for key in set(folders) - set(present):
+            report.problem(f"{os.path.join(split_dir, folders[key])} does not exist")
+        index_sets = {}
+        for key, folder in present.items():
+            names = [n for n in os.listdir(os.path.join(split_dir, folder)) if n.endswith(".npy")]
+            index_sets[key] = {n[:-4] for n in names}
+        reference = index_sets.get("image", set())
+        for key, idx in index_sets.items():
+            if idx != reference:
+                diff = sorted(idx ^ reference)[:5]
+                report.problem(f"{split_dir}/{present[key]}: indices differ from image/ (e.g. {diff})")
+        labels, depth_valid, depth_total, depth_values = collections.Counter(), 0, 0, []
+        shape = None
+        for index in sorted(reference, key=lambda x: (len(x), x)):
+            for key, folder in present.items():
+                path = os.path.join(split_dir, folder, f"{index}.npy")
+                if not os.path.exists(path):
+                    continue
+                try:
+                    array = np.load(path, allow_pickle=False)
+                except Exception as e:  # noqa: BLE001 - any unreadable file is reported
+                    report.problem(f"{path}: cannot be read ({e})")
+                    continue
+                if not np.issubdtype(array.dtype, np.number):
+                    report.problem(f"{path}: dtype {array.dtype} is not numeric")
+                    continue
+                if not np.all(np.isfinite(array)):
+                    report.problem(f"{path}: holds NaN or Inf")
+                    continue
+                hw = array.shape[:2]
+                shape = shape or hw
+                if hw != shape:
+                    report.problem(f"{path}: size {hw} differs from {shape}")
+                if key == "image":
+                    if array.ndim != 3 or array.shape[-1] != 3:
+                        report.problem(f"{path}: image shape {array.shape}, expected (H, W, 3)")
+                    elif array.min() < 0 or array.max() > 1:
+                        report.problem(f"{path}: image values in [{array.min():.3g}, {array.max():.3g}], expected [0, 1]")
+                elif key == "semantic":
+                    if np.any(array != np.round(array)):
+                        report.problem(f"{path}: labels are not integers")
+                    bad = (array != -1) & ((array < 0) | (array >= num_classes))
+                    if np.any(bad):
+                        report.problem(f"{path}: labels outside -1..{num_classes - 1}")
+                    _count(labels, array.astype(np.int64))
+                elif key == "depth":
+                    if array.min() < 0:
+                        report.problem(f"{path}: negative depth")
+                    valid = array > 0
+                    depth_valid += int(valid.sum())
+                    depth_total += array.size
+                    depth_values.append(array[valid][:: max(1, valid.sum() // 1000 or 1)])
+                elif key == "normal":
+                    norms = np.linalg.norm(array, axis=-1)
+                    nonzero = norms > 0
+                    if array.ndim != 3 or array.shape[-1] != 3:
+                        report.problem(f"{path}: normal shape {array.shape}, expected (H, W, 3)")
+                    elif np.any(np.abs(norms[nonzero] - 1) > 0.05):
+                        report.problem(f"{path}: normals are not unit vectors")
+        report.line(f"{split}: {len(reference)} samples of size {shape}")
+        if labels:
+            _label_stats(report, "label shares", labels, -1)
+        if depth_total:
+            values = np.concatenate(depth_values) if depth_values else np.zeros(0)
+            if values.size:
+                report.line(f"  depth: {depth_valid / depth_total:.1%} valid, "
+                            f"min {values.min():.4g}, mean {values.mean():.4g}, max {values.max():.4g}")
+
+
+def check_taskonomy(root, report):
+    from PIL import Image
+
+    from keras_sdmtcnn.data import taskonomy
+
+    try:
+        rgb = taskonomy.find_domain_dir(root, "rgb")
+    except UserError as e:
+        report.problem(str(e))
+        return
+    domains = {"rgb": rgb}
+    for task in taskonomy.DOMAINS:
+        try:
+            domains[task] = taskonomy.find_domain_dir(root, task)
+        except UserError:
+            report.line(f"(no {'/'.join(taskonomy.DOMAINS[task])} folder: task {task} absent)")
+    labels, depth_valid, depth_total = collections.Counter(), 0, 0
+    buildings = sorted(os.listdir(os.path.join(root, rgb)))
+    samples = 0
+    for building in buildings:
+        for name in sorted(os.listdir(os.path.join(root, rgb, building))):
+            parts = name.split("_")
+            if not name.endswith(".png") or len(parts) < 6:
+                continue
+            samples += 1
+            point, view = parts[1], parts[3]
+            for key, domain in domains.items():
+                path = os.path.join(root, domain, building,
+                                    f"point_{point}_view_{view}_domain_{domain}.png")
+                try:
+                    bits, channels = taskonomy._EXPECT[key]
+                    from keras_sdmtcnn.data.png import check_png
+
+                    check_png(path, bits, channels, key)
+                    with Image.open(path) as image:
+                        array = np.asarray(image)
+                except UserError as e:
+                    report.problem(str(e))
+                    continue
+                except Exception as e:  # noqa: BLE001
+                    report.problem(f"{path}: cannot be decoded ({e})")
+                    continue
+                if key == "semantic":
+                    _count(labels, array)
+                elif key == "depth":
+                    depth_valid += int((array < 65535).sum())
+                    depth_total += array.size
+    report.line(f"{samples} samples in {len(buildings)} buildings")
+    if labels:
+        _label_stats(report, "label shares", labels, 0)
+    if depth_total:
+        report.line(f"  depth: {depth_valid / depth_total:.1%} valid (65535 = invalid)")
+
+
+def check_dataset(root, fmt):
+    """Checks a dataset; returns a :class:`Report` (problems and summary lines)."""
+    if not os.path.isdir(root):
+        raise UserError(f"Dataset root {root} does not exist.")
+    report = Report()
+    if fmt == "taskonomy":
+        check_taskonomy(root, report)
+    else:
+        check_mtan(root, fmt, report)
+    return report

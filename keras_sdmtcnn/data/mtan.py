@@ -1,0 +1,235 @@
+"""Readers for NYUv2 and CityScapes in MTAN's preprocessed ``.npy`` layout.
+
+Layout (see ``DATA_FORMATS.md``)::
+
+    ROOT/{train,val}/image/{i}.npy    float (H, W, 3) in [0, 1]
+    ROOT/{train,val}/label/{i}.npy    float (H, W), classes, -1 = ignore
+    ROOT/{train,val}/depth/{i}.npy    float (H, W, 1), 0 = invalid
+    ROOT/{train,val}/normal/{i}.npy   float (H, W, 3), all-zero = invalid   (NYUv2)
+
+NYUv2: 288x384, 13 classes, depth in metres. CityScapes: 128x256 (or
+256x512), labels in ``label_7/`` (7 classes; ``label/`` is accepted when
+``label_7/`` is absent, and the one used is reported), ``label_19/`` and
+``label_2/`` on request, and depth as the released **inverse depth
+(disparity-like), not metres**: errors are in those units.
+
+Files are decoded inside the ``tf.data`` graph (no Python per sample): each
+folder's ``.npy`` header is parsed once in Python, checked to be the same for
+every file (dtype, shape, little-endian, size on disk), and the raw bytes
+after it are reinterpreted in parallel. Labels are cast to int32.
+
+NYUv2 has no validation split: ``data.val_source: holdout`` holds out a
+seeded fraction of ``train`` for model selection; ``val`` (the default) is
+the split that published numbers are reported on.
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from keras_sdmtcnn.data.augment import augment_dataset
+from keras_sdmtcnn.errors import UserError
+
+FORMATS = {
+    "nyuv2": {"num_classes": 13, "tasks": ("semantic", "depth", "normal")},
+    "cityscapes": {"num_classes": 7, "tasks": ("semantic", "depth")},
+}
+IGNORE_LABEL = -1
+NYUV2_CLASSES = ("bed", "books", "ceiling", "chair", "floor", "furniture", "objects",
+                 "picture", "sofa", "table", "tv", "wall", "window")
+CITYSCAPES_7 = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
+TASK_DIRS = {"depth": "depth", "normal": "normal"}
+_CHANNELS = {"image": 3, "semantic": None, "depth": 1, "normal": 3}
+
+
+def label_dir(split_dir, fmt, requested=None):
+    """The label folder to read: ``requested``, else NYUv2 ``label``, CityScapes ``label_7`` or ``label``."""
+    names = [requested] if requested else (["label"] if fmt == "nyuv2" else ["label_7", "label"])
+    for name in names:
+        if os.path.isdir(os.path.join(split_dir, name)):
+            return name
+    raise UserError(
+        f"No {' or '.join(names)}/ folder in {split_dir}: the semantic task needs it."
+    )
+
+
+def npy_header(path):
+    """``(offset, dtype, shape)`` of a ``.npy`` file, checked against its size."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = reader(f)
+            offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise UserError(f"Missing file {path}.") from None
+    except (ValueError, OSError) as e:
+        raise UserError(f"{path} is not a valid .npy file ({e}).") from None
+    if fortran:
+        raise UserError(f"{path} is stored in Fortran order; re-save it with np.save (C order).")
+    if dtype.byteorder == ">" or dtype.kind not in "fiub":
+        raise UserError(f"{path} has dtype {dtype}; a little-endian number type is needed.")
+    if size != offset + int(np.prod(shape)) * dtype.itemsize:
+        raise UserError(f"{path} is truncated or padded: {size} bytes for shape {shape}.")
+    return offset, dtype, tuple(shape)
+
+
+def _indices(folder):
+    if not os.path.isdir(folder):
+        raise UserError(f"Folder {folder} does not exist.")
+    names = [n for n in os.listdir(folder) if n.endswith(".npy")]
+    try:
+        indices = sorted(int(n[:-4]) for n in names)
+    except ValueError:
+        raise UserError(f"{folder} holds .npy files not named by an index (0.npy, 1.npy, ...).") from None
+    if not indices:
+        raise UserError(f"{folder} holds no .npy file: the split is empty.")
+    if indices != list(range(len(indices))):
+        missing = sorted(set(range(indices[-1] + 1)) - set(indices))
+        raise UserError(f"{folder} misses index files {missing[:5]} (indices must run 0..N-1).")
+    return indices
+
+
+def folder_header(folder, indices, what, expected_channels):
+    """Checks every file's header in a folder; returns the common one."""
+    first = npy_header(os.path.join(folder, f"{indices[0]}.npy"))
+    shape = first[2]
+    if expected_channels is None and len(shape) not in (2, 3):
+        raise UserError(f"{folder}/0.npy: {what} must be (H, W), found shape {shape}.")
+    if expected_channels is not None and (len(shape) != 3 or shape[-1] != expected_channels):
+        raise UserError(
+            f"{folder}/0.npy: {what} must be (H, W, {expected_channels}), found shape {shape}."
+        )
+    for i in indices[1:]:
+        path = os.path.join(folder, f"{i}.npy")
+        header = npy_header(path)
+        if header != first:
+            raise UserError(
+                f"{path}: dtype/shape {header[1]}{header[2]} differs from {folder}/0.npy "
+                f"({first[1]}{first[2]})."
+            )
+    return first
+
+
+def _decoder(header):
+    offset, dtype, shape = header
+    tf_dtype = tf.as_dtype(dtype.newbyteorder("<") if dtype.byteorder == "=" else dtype)
+    start = offset // dtype.itemsize
+
+    def decode(path):
+        raw = tf.io.decode_raw(tf.io.read_file(path), tf_dtype)
+        return tf.reshape(raw[start:], shape)
+
+    if offset % dtype.itemsize:
+        raise UserError(f"Unaligned .npy header ({offset} bytes) for dtype {dtype}.")
+    return decode
+
+
+class MTANSplit:
+    """One split folder (``ROOT/train`` or ``ROOT/val``), checked and ready to decode."""
+
+    def __init__(self, root, split, fmt, tasks, label_folder=None):
+        if not os.path.isdir(root):
+            raise UserError(
+                f"Dataset root {root} does not exist: set data.root in the recipe "
+                "(or --set data.root=PATH)."
+            )
+        self.dir = os.path.join(root, split)
+        if not os.path.isdir(self.dir):
+            raise UserError(f"Split folder {self.dir} does not exist (expected {split}/ under {root}).")
+        self.tasks = list(tasks)
+        self.folders = {"image": "image"}
+        for task in self.tasks:
+            if task not in FORMATS[fmt]["tasks"]:
+                raise UserError(f"The {fmt} layout has no {task!r} task; its tasks: "
+                                f"{', '.join(FORMATS[fmt]['tasks'])}.")
+            if task == "semantic":
+                self.folders[task] = label_dir(self.dir, fmt, label_folder)
+            else:
+                self.folders[task] = TASK_DIRS[task]
+        self.indices = _indices(os.path.join(self.dir, "image"))
+        self.headers = {}
+        for key, folder in self.folders.items():
+            path = os.path.join(self.dir, folder)
+            if _indices(path) != self.indices:
+                raise UserError(
+                    f"{path} has {len(_indices(path))} files but image/ has "
+                    f"{len(self.indices)}: every task needs the same indices."
+                )
+            self.headers[key] = folder_header(path, self.indices, key, _CHANNELS[key])
+        sizes = {key: h[2][:2] for key, h in self.headers.items()}
+        if len(set(sizes.values())) != 1:
+            raise UserError(f"Image and target sizes differ in {self.dir}: {sizes}.")
+        self.native_size = sizes["image"]
+
+    def paths(self, indices):
+        return {key: [os.path.join(self.dir, folder, f"{i}.npy") for i in indices]
+                for key, folder in self.folders.items()}
+
+    def decode_fn(self, image_size):
+        decoders = {key: _decoder(h) for key, h in self.headers.items()}
+        resize = tuple(image_size) != tuple(self.native_size)
+
+        def decode(paths):
+            image = tf.cast(decoders["image"](paths["image"]), tf.float32)
+            targets = {}
+            for task in self.tasks:
+                value = decoders[task](paths[task])
+                if task == "semantic":
+                    value = tf.cast(tf.round(tf.cast(value, tf.float32)), tf.int32)
+                    if len(self.headers[task][2]) == 3:
+                        value = value[..., 0]
+                else:
+                    value = tf.cast(value, tf.float32)
+                targets[task] = value
+            if resize:
+                image = tf.image.resize(image, image_size, method="bilinear")
+                for task, value in targets.items():
+                    if task == "semantic":
+                        value = tf.image.resize(value[..., None], image_size, "nearest")[..., 0]
+                    else:
+                        value = tf.image.resize(value, image_size, "nearest")
+                    targets[task] = value
+            return image, targets
+
+        return decode
+
+
+def holdout_indices(n, fraction, seed):
+    """``(train_part, held_out)``: a seeded, disjoint split of ``range(n)``."""
+    if not 0 < fraction < 1:
+        raise UserError(f"data.holdout_fraction must be in (0, 1), got {fraction}.")
+    order = np.random.default_rng(seed).permutation(n)
+    k = max(1, int(round(n * fraction)))
+    return sorted(order[k:].tolist()), sorted(order[:k].tolist())
+
+
+def mtan_dataset(root, split, fmt, tasks, image_size, batch_size, shuffle=False,
+                 augment=False, flip=False, seed=0, cache=False, indices=None,
+                 label_folder=None):
+    """A batched ``tf.data.Dataset`` of ``(image, {task: target})`` and its size.
+
+    Args:
+        split: ``"train"`` or ``"val"`` (the folder under ``root``).
+        fmt: ``"nyuv2"`` or ``"cityscapes"``.
+        augment: MTAN's random scale-crop and flip; ``flip`` alone flips only.
+        cache: keep decoded samples in memory after the first epoch.
+        indices: a subset of the split's indices (for held-out parts).
+    """
+    data = MTANSplit(root, split, fmt, tasks, label_folder)
+    indices = data.indices if indices is None else list(indices)
+    ds = tf.data.Dataset.from_tensor_slices(data.paths(indices))
+    decode = data.decode_fn(tuple(image_size))
+    if cache:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        if shuffle:
+            ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+    else:
+        if shuffle:
+            ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = augment_dataset(ds, seed, scale=augment, flip=augment or flip)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), len(indices), data
