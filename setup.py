@@ -1,5 +1,8 @@
 from setuptools import find_packages, setup
 
+# ONNX export and the LiteRT interpreter (the TFLite runtime outside TensorFlow).
+EXPORT = ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert>=2.0"]
+
 setup(
     name="keras_sdmtcnn",
     version="0.1.0",
@@ -18,6 +21,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=8"],
+        "export": EXPORT,
+        "test": ["pytest>=8", *EXPORT],
     },
 )

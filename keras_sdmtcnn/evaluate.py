@@ -1,5 +1,9 @@
 """``python -m keras_sdmtcnn.evaluate RUN_DIR_OR_MODEL [--recipe R]``: paper-style tables.
 
+Also takes an exported ``.tflite``, ``.onnx`` or SavedModel folder (written by
+``keras_sdmtcnn.export``; its recipe comes from its ``metadata.json``) and
+reports the same metrics for its branch.
+
 Evaluates the Teacher and the Student on the recipe's validation split,
 prints a table (rows Teacher and Student, columns the task metrics with ↑
 for higher-is-better and ↓ for lower-is-better) and writes it as
@@ -57,10 +61,75 @@ def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
     return model, recipe, datasets
 
 
+def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1):
+    """Task metrics of an exported ``.tflite``, ``.onnx`` or SavedModel on the val split.
+
+    Images go in as the export expects (raw pixels of its input dtype), so the
+    cost of quantisation shows in the same metrics as for the Keras model.
+    """
+    import keras
+
+    from keras_sdmtcnn.data import build_datasets
+    from keras_sdmtcnn.metrics import make_task_metric
+    from keras_sdmtcnn.recipes import load_recipe, recipe_from_dict
+    from keras_sdmtcnn.runtime import load_exported
+    from keras_sdmtcnn.serving import to_raw_pixels
+
+    runtime = load_exported(path)
+    meta = runtime.metadata
+    if recipe_path:
+        recipe = load_recipe(recipe_path, overrides)
+    else:
+        values = dict(meta["recipe"])
+        if overrides:
+            from keras_sdmtcnn.recipes import _set_path, parse_override
+
+            for text in overrides:
+                _set_path(values, *parse_override(text))
+        recipe = recipe_from_dict(values)
+    datasets, info = build_datasets(recipe, verbose=False, splits=("val",))
+    branch = meta["branch"]
+    metrics = {t: make_task_metric(t, f"{t}_{branch}", info.num_classes, info.ignore_label)
+               for t in meta["tasks"]}
+    bar = keras.utils.Progbar(info.num_val, unit_name="image") if verbose else None
+    seen = 0
+    for x, y in datasets["val"]:
+        for i in range(x.shape[0]):
+            raw = to_raw_pixels(x[i].numpy(), recipe.data.image_normalization,
+                                runtime.input_dtype)
+            out = runtime(raw[None])
+            for task, metric in metrics.items():
+                pred = out["semantic_logits" if task == "semantic" else task]
+                metric.update_state(y[task][i:i + 1], pred)
+            seen += 1
+            if bar:
+                bar.update(seen)
+    results = {}
+    for metric in metrics.values():
+        results.update({k: float(v) for k, v in metric.result().items()})
+    return results, recipe
+
+
 def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
-    """Evaluates a run; returns the results dict and writes the table files."""
+    """Evaluates a run, a model or an exported file; returns the results dict.
+
+    Writes ``evaluation.json`` and ``evaluation.md`` beside what was evaluated.
+    """
     from keras_sdmtcnn.io import atomic_write_json, atomic_write_text
     from keras_sdmtcnn.reporting import markdown_table, result_rows
+    from keras_sdmtcnn.runtime import export_format
+
+    if export_format(path) is not None:
+        results, recipe = evaluate_exported(path, recipe_path, overrides, verbose)
+        table = markdown_table(result_rows(results, list(recipe.data.tasks)))
+        folder = out_dir or (os.path.dirname(path) if not os.path.isdir(path)
+                             else os.path.dirname(os.path.normpath(path)))
+        atomic_write_json(os.path.join(folder, "evaluation.json"), results)
+        atomic_write_text(os.path.join(folder, "evaluation.md"),
+                          f"{path} on the validation split of `{recipe.name}`\n\n" + table)
+        if verbose:
+            print(table)
+        return results
 
     model, recipe, datasets = load_run(path, recipe_path, overrides)
     if not getattr(model, "compiled", False) or not hasattr(model, "objective"):
@@ -90,7 +159,7 @@ def main(argv=None):
         prog="python -m keras_sdmtcnn.evaluate",
         description="Evaluate the Teacher and Student of a trained run.",
     )
-    parser.add_argument("path", help="run directory or .keras model")
+    parser.add_argument("path", help="run directory, .keras model, or exported .tflite/.onnx/SavedModel")
     parser.add_argument("--recipe", help="recipe (default: the run's recipe.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", help="where to write evaluation.json/.md")

@@ -1,6 +1,8 @@
 """Shared fixtures: tiny models and tiny datasets, built once per session."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -64,3 +66,43 @@ def scenes_root(tmp_path_factory):
     cache = tmp_path_factory.mktemp("scenes-cache")
     return ensure_scenes(str(cache), num_train=12, num_val=4, height=48, width=64,
                          seed=3, verbose=False)
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_command(module, *args, cwd=REPO):
+    """Runs ``python -m keras_sdmtcnn.<module> args`` as a user would."""
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", f"keras_sdmtcnn.{module}", *args],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+TINY_RECIPE = """
+data:
+  format: scenes
+  tasks: [semantic, depth, normal]
+  image_size: [32, 32]
+  val_split: splits/train.txt   # learn-ability check: evaluate on the training images
+  scenes: {{num_train: 16, num_val: 2, height: 32, width: 32, seed: 5, cache_dir: {cache}}}
+model:
+  width_multiplier: 0.0625
+  bottleneck_filters: 256
+  student_filters: [256, 128, 128, 128]
+objective: {{name: separate}}
+training: {{epochs: 5, batch_size: 4, learning_rate: 0.005}}
+"""
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A tiny run trained through the real ``fit`` command, shared by the suite."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    recipe = tmp / "tiny.yaml"
+    recipe.write_text(TINY_RECIPE.format(cache=tmp / "cache"))
+    run_dir = tmp / "run"
+    result = run_command("fit", str(recipe), "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return recipe, run_dir, result
+
+

@@ -1,46 +1,10 @@
 """End to end: the real command-line entry points on a tiny recipe."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
-import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-TINY_RECIPE = """
-data:
-  format: scenes
-  tasks: [semantic, depth, normal]
-  image_size: [32, 32]
-  val_split: splits/train.txt   # learn-ability check: evaluate on the training images
-  scenes: {{num_train: 16, num_val: 2, height: 32, width: 32, seed: 5, cache_dir: {cache}}}
-model:
-  width_multiplier: 0.0625
-  bottleneck_filters: 256
-  student_filters: [256, 128, 128, 128]
-objective: {{name: separate}}
-training: {{epochs: 5, batch_size: 4, learning_rate: 0.005}}
-"""
-
-
-def run_command(module, *args, cwd=REPO):
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, "-m", f"keras_sdmtcnn.{module}", *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    recipe = tmp / "tiny.yaml"
-    recipe.write_text(TINY_RECIPE.format(cache=tmp / "cache"))
-    run_dir = tmp / "run"
-    result = run_command("fit", str(recipe), "--run-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return recipe, run_dir, result
+from conftest import run_command
 
 
 def test_fit_writes_the_run_directory_and_learns(finished_run):

@@ -172,7 +172,7 @@ def test_data_check_command(nyuv2, tmp_path):
 
 
 def test_fit_runs_end_to_end_on_a_tiny_nyuv2_layout(nyuv2, tmp_path):
-    from test_commands import run_command
+    from conftest import run_command
 
     root, _ = nyuv2
     recipe = tmp_path / "nyu.yaml"

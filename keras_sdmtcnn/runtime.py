@@ -1,0 +1,108 @@
+"""Running exported files: TFLite/LiteRT, ONNX Runtime and SavedModel, one interface.
+
+:func:`load_exported` returns a :class:`ExportedModel` whose ``__call__``
+takes one ``(1, H, W, 3)`` image (the export's input dtype) and returns the
+dict of named outputs; its ``metadata`` is the export's ``metadata.json``.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_sdmtcnn.errors import UserError
+
+SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
+
+
+def export_format(path):
+    """``tflite``, ``onnx`` or ``saved_model`` from a path, or ``None``."""
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb")):
+        return "saved_model"
+    return SUFFIXES.get(os.path.splitext(path)[1])
+
+
+def find_metadata(path):
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    for candidate in (os.path.join(folder, "metadata.json"),
+                      os.path.join(os.path.dirname(folder), "metadata.json")):
+        if os.path.exists(candidate):
+            with open(candidate) as f:
+                return json.load(f)
+    raise UserError(f"No metadata.json beside {path}: was it written by keras_sdmtcnn.export?")
+
+
+class ExportedModel:
+    def __init__(self, path, threads=None):
+        self.path = path
+        self.format = export_format(path)
+        if self.format is None:
+            raise UserError(
+                f"{path} is not an exported model (.tflite, .onnx or a SavedModel folder)."
+            )
+        self.metadata = find_metadata(path)
+        self.names = [o["name"] for o in self.metadata["outputs"]]
+        if self.format == "tflite":
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+            except ImportError:  # the TF-bundled interpreter is the same runtime
+                from tensorflow.lite.python.interpreter import Interpreter
+            self._interpreter = Interpreter(model_path=path, num_threads=threads)
+            signatures = list(self._interpreter.get_signature_list())
+            self._runner = self._interpreter.get_signature_runner(signatures[0])
+        elif self.format == "onnx":
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = threads
+            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            self._input = self._session.get_inputs()[0].name
+        else:
+            import tensorflow as tf
+
+            loaded = tf.saved_model.load(path)
+            self._fn = loaded.signatures.get("serve") or next(iter(loaded.signatures.values()))
+            self._loaded = loaded  # keep the variables alive
+
+    @property
+    def input_dtype(self):
+        return self.metadata["input"]["dtype"]
+
+    @property
+    def input_shape(self):
+        return tuple(self.metadata["input"]["shape"])
+
+    def __call__(self, image):
+        image = np.asarray(image, dtype=self.input_dtype)
+        if image.shape != self.input_shape:
+            raise UserError(
+                f"{self.path} takes an image of shape {self.input_shape}, got {image.shape}."
+            )
+        if self.format == "tflite":
+            out = self._runner(image=image)
+        elif self.format == "onnx":
+            values = self._session.run(self.names, {self._input: image})
+            out = dict(zip(self.names, values))
+        else:
+            out = {k: v.numpy() for k, v in self._fn(image=image).items()}
+        return {name: np.asarray(out[name]) for name in self.names}
+
+
+def load_exported(path, threads=None):
+    return ExportedModel(path, threads)
+
+
+def latency_ms(model, runs=10, warmup=2):
+    """Median milliseconds of one call on a random image (batch 1)."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, model.input_shape).astype(model.input_dtype)
+    for _ in range(warmup):
+        model(image)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model(image)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))

@@ -1,0 +1,96 @@
+"""The serving graph that every export wraps: what an app has in, named tasks out.
+
+Input: one image tensor ``image`` of fixed shape ``(1, H, W, 3)``, either
+``uint8`` or ``float32``, with pixel values in ``[0, 255]`` either way. The
+graph divides by 255 (and standardises with the ImageNet mean and std when
+the recipe's ``data.image_normalization`` is ``imagenet``), so an app passes
+raw pixels.
+
+Outputs, one per task, of the chosen branch (Teacher or Student):
+
+- ``semantic_logits`` float32 ``(1, H, W, C)`` and ``semantic_classes`` int32
+  ``(1, H, W)`` (the argmax);
+- ``depth`` float32 ``(1, H, W, 1)`` in the data's units (metres for
+  Taskonomy, NYUv2 and the built-in scenes; inverse depth for CityScapes);
+- ``normal`` float32 ``(1, H, W, 3)`` unit vectors, camera frame;
+- ``keypoints``, ``edges`` float32 ``(1, H, W, 1)``.
+"""
+
+import tensorflow as tf
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MEANINGS = {
+    "semantic_logits": "per-class scores (softmax for probabilities)",
+    "semantic_classes": "class id per pixel (argmax of the logits)",
+    "depth": "depth per pixel, in the training data's units",
+    "normal": "unit surface normal per pixel (x right, y up, z towards the camera)",
+    "keypoints": "2D keypoint response per pixel",
+    "edges": "texture edge response per pixel",
+}
+
+
+def output_names(tasks):
+    names = []
+    for task in tasks:
+        names += ["semantic_logits", "semantic_classes"] if task == "semantic" else [task]
+    return names
+
+
+def branch_of(model, branch):
+    """``(sub_model, tasks)`` of ``branch``, from a full SD-MTCNN or a saved sub-model."""
+    from keras_sdmtcnn.errors import UserError
+
+    names = list(model.output) if isinstance(model.output, dict) else []
+    suffix = f"_{branch}"
+    tasks = [n[: -len(suffix)] for n in names if n.endswith(suffix)]
+    if not tasks:
+        have = sorted({n.rsplit("_", 1)[-1] for n in names})
+        raise UserError(
+            f"The model has no {branch} branch (it has: {', '.join(have) or 'none'}); "
+            "export the full model (model.keras or the run directory) to choose a branch."
+        )
+    sub = model.branch_model(branch) if hasattr(model, "branch_model") else model
+    return sub, tasks
+
+
+def serving_function(model, branch, image_size, input_dtype="uint8",
+                     image_normalization="unit"):
+    """Returns ``(serve, input_spec, tasks)`` for ``branch`` of an SD-MTCNN.
+
+    ``serve(image)`` maps a ``(1, H, W, 3)`` tensor of raw pixels to the dict
+    of named outputs described in the module docstring.
+    """
+    if input_dtype not in ("uint8", "float32"):
+        raise ValueError(f"input_dtype must be uint8 or float32, got {input_dtype!r}.")
+    sub, tasks = branch_of(model, branch)
+    height, width = image_size
+
+    def serve(image):
+        x = tf.cast(image, tf.float32) / 255.0
+        if image_normalization == "imagenet":
+            x = (x - IMAGENET_MEAN) / IMAGENET_STD
+        out = sub(x, training=False)
+        result = {}
+        for task in tasks:
+            y = tf.cast(out[f"{task}_{branch}"], tf.float32)
+            if task == "semantic":
+                result["semantic_logits"] = y
+                result["semantic_classes"] = tf.argmax(y, axis=-1, output_type=tf.int32)
+            else:
+                result[task] = y
+        return result
+
+    spec = tf.TensorSpec((1, height, width, 3), tf.as_dtype(input_dtype), name="image")
+    return serve, spec, tasks
+
+
+def to_raw_pixels(images, image_normalization="unit", input_dtype="uint8"):
+    """Inverts the loaders' normalisation: dataset images back to ``[0, 255]`` pixels."""
+    import numpy as np
+
+    x = np.asarray(images, np.float32)
+    if image_normalization == "imagenet":
+        x = x * np.array(IMAGENET_STD, np.float32) + np.array(IMAGENET_MEAN, np.float32)
+    x = np.clip(x * 255.0, 0, 255)
+    return np.round(x).astype(np.uint8) if input_dtype == "uint8" else x.astype(np.float32)
