@@ -13,6 +13,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21,<2.22",
+        "tensorboard>=2.19",
         "keras>=3.10,<4",
         "numpy>=1.26",
         "pyyaml>=6",

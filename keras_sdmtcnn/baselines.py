@@ -20,7 +20,7 @@ def trivial_baselines(recipe):
     from keras_sdmtcnn.data import build_datasets
     from keras_sdmtcnn.metrics import make_task_metric
 
-    datasets, info = build_datasets(recipe, verbose=False)
+    datasets, info = build_datasets(recipe, verbose=False, one_pass=True)
     tasks = list(recipe.data.tasks)
     sums = {t: 0.0 for t in tasks}
     counts = {t: 0.0 for t in tasks}

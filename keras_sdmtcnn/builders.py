@@ -6,8 +6,9 @@ from keras_sdmtcnn.model import SDMTCNN
 from keras_sdmtcnn.objectives import get_objective
 
 
-def build_model(recipe, num_classes, ignore_label):
+def build_model(recipe, num_classes, ignore_label, replicas=1):
     m = recipe.model
+    synchronized = m.synchronized_bn if m.synchronized_bn is not None else replicas > 1
     return SDMTCNN(
         tasks=list(recipe.data.tasks),
         num_classes=num_classes,
@@ -20,6 +21,7 @@ def build_model(recipe, num_classes, ignore_label):
         decoder=m.decoder,
         attention=m.attention,
         student_filters=m.student_filters,
+        synchronized_bn=synchronized,
         name="sdmtcnn",
     )
 
@@ -43,7 +45,7 @@ def build_objective(objective):
     )
 
 
-def compiled_model(recipe, num_classes, ignore_label):
-    model = build_model(recipe, num_classes, ignore_label)
+def compiled_model(recipe, num_classes, ignore_label, replicas=1):
+    model = build_model(recipe, num_classes, ignore_label, replicas)
     model.compile(build_optimizer(recipe.training), build_objective(recipe.objective))
     return model

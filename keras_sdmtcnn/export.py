@@ -59,7 +59,7 @@ def _check_choice(branch, fmt, quantize):
 def _samples(recipe, split, count):
     from keras_sdmtcnn.data import build_datasets
 
-    datasets, info = build_datasets(recipe, verbose=False, splits=(split,))
+    datasets, info = build_datasets(recipe, verbose=False, splits=(split,), one_pass=True)
     images = []
     for x, _ in datasets[split]:
         images.extend(list(x.numpy()))

@@ -55,3 +55,20 @@ def atomic_savefig(fig, path, **kwargs):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_link(source, target):
+    """Makes ``target`` the same file as ``source`` (hard link, else copy), atomically."""
+    import shutil
+
+    tmp = _tmp_beside(target, suffix=os.path.splitext(target)[1])
+    os.remove(tmp)
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

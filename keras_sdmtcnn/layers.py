@@ -71,11 +71,12 @@ class L2Normalize(layers.Layer):
 
     Unlike ``UnitNormalization`` (a max with epsilon), this stays finite for
     an exact zero vector in every runtime (TFLite's XNNPACK included): a zero
-    vector maps to zero. Computed in float32; the tiny epsilon leaves even
-    very short vectors (norm 1e-10) unit length.
+    vector maps to zero. Computed in float32. The epsilon (on the squared
+    norm, as in ``tf.math.l2_normalize``) bounds the gradient for near-zero
+    vectors; vectors shorter than about 1e-6 are not rescaled to unit length.
     """
 
-    def __init__(self, epsilon=1e-30, **kwargs):
+    def __init__(self, epsilon=1e-12, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = float(epsilon)
 
@@ -170,13 +171,14 @@ def output_layer(x, channels, activation, name):
 
     ``activation`` is ``"logits"`` or ``"linear"`` (the convolution's output as
     is) or ``"l2_normalize"`` (unit vectors along channels). The returned
-    tensor is named exactly ``name``.
+    tensor is named exactly ``name``. It is computed in float32 whatever the
+    mixed-precision policy, so outputs and losses stay float32.
     """
     if activation in ("logits", "linear"):
-        return layers.Conv2D(channels, 1, name=name)(x)
+        return layers.Conv2D(channels, 1, dtype="float32", name=name)(x)
     if activation == "l2_normalize":
-        x = layers.Conv2D(channels, 1, name=f"{name}_conv")(x)
-        return L2Normalize(name=name)(x)
+        x = layers.Conv2D(channels, 1, dtype="float32", name=f"{name}_conv")(x)
+        return L2Normalize(dtype="float32", name=name)(x)
     raise ValueError(
         f"Unknown output activation {activation!r}; "
         "allowed: 'logits', 'linear', 'l2_normalize'."

@@ -67,6 +67,19 @@ def _colour(values, cmap):
     return (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
 
 
+def branch_outputs(outputs, branch, tasks, index=0):
+    """Named outputs (as ``serving.py`` names them) of image ``index`` of a Keras prediction."""
+    named = {}
+    for task in tasks:
+        y = np.asarray(outputs[f"{task}_{branch}"][index:index + 1])
+        if task == "semantic":
+            named["semantic_logits"] = y
+            named["semantic_classes"] = y.argmax(-1)
+        else:
+            named[task] = y
+    return named
+
+
 def tiles(outputs, tasks):
     """``[(caption, HxWx3 uint8)]`` for one branch's outputs (batch of 1)."""
     import matplotlib

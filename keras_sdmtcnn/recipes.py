@@ -72,6 +72,7 @@ class ModelConfig:
     encoder_depths: list = dataclasses.field(default_factory=lambda: [2, 2, 3, 4])
     bottleneck_filters: int = 1024
     student_filters: list = dataclasses.field(default_factory=lambda: [128, 64, 32, 16])
+    synchronized_bn: bool | None = None  # default: on when there is more than one replica
 
 
 @dataclasses.dataclass
@@ -95,6 +96,9 @@ class TrainingConfig:
     weight_decay: float = 0.0  # adamw only
     seed: int = 0  # fixes data order, augmentation and initialisation
     deterministic: bool = False  # deterministic TF ops (slower; exact reruns)
+    distribute: str = "auto"  # auto | none | mirrored | multi_worker (TF_CONFIG)
+    cpu_replicas: int = 1  # split the CPU into N logical devices (MirroredStrategy on CPU)
+    mixed_precision: str = "none"  # none | mixed_float16 | mixed_bfloat16
     steps_per_epoch: int | None = None  # default: the whole training split
     validation_steps: int | None = None  # default: the whole validation split
 
@@ -104,6 +108,8 @@ class OutputConfig:
     run_dir: str | None = None  # default: runs/<recipe name>
     monitor: str = "val_loss"  # what the best checkpoint minimises
     verbose: int = 1  # 0 silent, 1 progress bar and a line per epoch
+    tensorboard: bool = True  # logs in RUN_DIR/tensorboard
+    panels_every: int = 5  # prediction panels in TensorBoard every N epochs (0: never)
 
 
 @dataclasses.dataclass
@@ -125,6 +131,8 @@ CHOICES = {
     "objective.name": tuple(OBJECTIVES),
     "objective.regression_kd": ("mse", "euclidean"),
     "training.optimizer": ("adam", "adamw", "sgd"),
+    "training.distribute": ("auto", "none", "mirrored", "multi_worker"),
+    "training.mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
 }
 
 
@@ -332,6 +340,8 @@ def validate(recipe):
         raise UserError(f"training.batch_size must be >= 1, got {training.batch_size}.")
     if training.learning_rate <= 0:
         raise UserError(f"training.learning_rate must be > 0, got {training.learning_rate}.")
+    if training.cpu_replicas < 1:
+        raise UserError(f"training.cpu_replicas must be >= 1, got {training.cpu_replicas}.")
     for key in ("steps_per_epoch", "validation_steps"):
         value = getattr(training, key)
         if value is not None and value < 1:

@@ -105,7 +105,7 @@ class MultiTaskTrainer(keras.Model):
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         self._track(terms)
-        return {name: t.result() for name, t in self._term_trackers.items()}
+        return _for_keras_reduction({name: t.result() for name, t in self._term_trackers.items()})
 
     def test_step(self, data):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -113,7 +113,19 @@ class MultiTaskTrainer(keras.Model):
         self._track(self._terms(y, y_pred))
         for task, branch, metric in self._task_metrics:
             metric.update_state(y[task], y_pred[output_name(task, branch)])
-        return self.get_metrics_result()
+        return _for_keras_reduction(self.get_metrics_result())
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (TF backend) reduces a whole (x, {task: y}) batch with one
+        # strategy.reduce before building; MultiWorkerMirroredStrategy rejects
+        # that nested structure. This model is built at construction and
+        # compile() creates its metrics, so only the optimizer needs building,
+        # which needs no data: build it under the strategy without the batch.
+        if getattr(self, "_distribute_strategy", None) is None:
+            return
+        with self.distribute_strategy.scope():
+            if self.optimizer is not None and not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
 
     def get_compile_config(self):
         if not self.compiled:
@@ -129,3 +141,18 @@ class MultiTaskTrainer(keras.Model):
         self.compile(optimizer=optimizer, objective=objective)
         if self.built:
             self.optimizer.build(self.trainable_variables)
+
+
+def _for_keras_reduction(logs):
+    """Logs shaped for Keras' cross-replica reduction of step outputs.
+
+    Across several workers Keras reduces each log with
+    ``strategy.reduce("MEAN", value, axis=0)``, which needs an axis: scalars
+    get one there (the reduction returns scalars again).
+    """
+    strategy = tf.distribute.get_strategy()
+    in_multi_worker = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+            in_multi_worker is not None and in_multi_worker()):
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs

@@ -14,7 +14,7 @@ def test_trivial_baselines_match_numpy(tmp_path):
         "training": {"batch_size": 4},
     })
     got = trivial_baselines(recipe)
-    datasets, _ = build_datasets(recipe, verbose=False)
+    datasets, _ = build_datasets(recipe, verbose=False, one_pass=True)
     _, train = numpy_targets(datasets["train"])
     _, val = numpy_targets(datasets["val"])
     labels = train["semantic"][train["semantic"] > 0]

@@ -20,6 +20,15 @@ def test_fit_writes_the_run_directory_and_learns(finished_run):
     assert last["val_loss"] < first["val_loss"]
     assert last["val_depth_teacher_abs_err"] < first["val_depth_teacher_abs_err"]
     assert last["val_semantic_teacher_pixel_acc"] > first["val_semantic_teacher_pixel_acc"]
+    # TensorBoard: every term and metric per epoch, and prediction panels at epoch 5.
+    import tensorflow as tf
+
+    tags = set()
+    for event_file in (run_dir / "tensorboard" / "validation").glob("events.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"epoch_semantic_student_miou", "epoch_depth_kd_loss", "epoch_loss"} <= tags
+    assert list((run_dir / "tensorboard" / "panels").glob("events.*"))
     header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
     assert "val_normal_student_angle_median" in header and "depth_kd_loss" in header
     # One readable line per epoch with both branches.

@@ -27,10 +27,11 @@ def test_output_shapes_of_every_task_and_branch(flexible, size):
     for task, c in channels.items():
         for branch in ("teacher", "student"):
             assert out[f"{task}_{branch}"].shape == (2, *size, c)
-    # Unit normals (an untrained tiny head can output an exact zero vector).
+    # Unit normals; L2Normalize's epsilon (1e-12 on the squared norm) leaves
+    # the rare near-zero vector of an untrained tiny head slightly shorter.
     norms = np.linalg.norm(out["normal_teacher"], axis=-1)
-    np.testing.assert_allclose(norms[norms > 0], 1.0, rtol=1e-4)
-    assert (norms > 0).mean() > 0.5
+    assert norms.max() <= 1 + 1e-5
+    assert (np.abs(norms - 1) < 1e-4).mean() > 0.95
 
 
 @pytest.mark.parametrize("decoder,attention", [("unet", True), ("segnet", False)])
@@ -105,9 +106,24 @@ def test_keras_round_trips_without_custom_objects(model3, tmp_path):
     np.testing.assert_allclose(r2["semantic_student_miou"], r1["semantic_student_miou"])
 
 
+@pytest.fixture(scope="module")
+def conditioned_model():
+    """A tiny model whose normal heads output vectors well away from zero.
+
+    An untrained tiny head's pre-normalisation vectors are ~1e-4 long, where
+    normalising amplifies every runtime's rounding; a trained head's are not.
+    """
+    model = tiny_model(seed=2)
+    for name in ("normal_teacher_conv", "normal_student_conv"):
+        layer = model.get_layer(name)
+        layer.kernel.assign(layer.kernel * 100.0)
+        layer.bias.assign(np.array([0.3, -0.2, 0.9], "float32"))
+    return model
+
+
 @pytest.mark.parametrize("branch", ["full", "student"])
-def test_converts_to_tflite_with_builtin_ops_only(model3, branch):
-    model = model3 if branch == "full" else model3.student_model()
+def test_converts_to_tflite_with_builtin_ops_only(conditioned_model, branch):
+    model = conditioned_model if branch == "full" else conditioned_model.student_model()
     flat = convert_to_tflite(model, (1, 32, 32, 3))
     ops = tflite_ops(flat)
     assert "CONV_2D" in ops

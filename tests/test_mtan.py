@@ -111,18 +111,28 @@ def test_scale_crop_divides_depth_by_the_scale_and_keeps_labels():
     np.testing.assert_array_equal(y1["depth"].numpy(), depth)
 
 
-def test_augmentation_is_reproducible_for_a_seed(nyuv2):
+def test_epochs_are_seeded_and_a_resumed_epoch_replays_exactly(nyuv2):
+    from keras_sdmtcnn.data.mtan import mtan_source
+    from keras_sdmtcnn.data.pipeline import train_pipeline
+
     root, _ = nyuv2
+    paths, decode, n, _ = mtan_source(root, "train", "nyuv2", ["depth", "normal"], (H, W))
 
-    def run(seed):
-        ds, _, _ = mtan_dataset(root, "train", "nyuv2", ["depth", "normal"], (H, W), 6,
-                                shuffle=True, augment=True, seed=seed)
-        return [numpy_targets(ds.take(1))[1]["depth"] for _ in range(2)]
+    def batches(seed, initial_epoch=0):
+        ds = train_pipeline(paths, decode, n, 3, seed=seed, epochs=3,
+                            initial_epoch=initial_epoch, scale=True, flip=True)
+        return [(x.numpy(), y["depth"].numpy(), y["normal"].numpy()) for x, y in ds]
 
-    a, b = run(3), run(3)
-    for u, v in zip(a, b):
-        np.testing.assert_array_equal(u, v)
-    assert not np.array_equal(a[0], a[1])  # a new draw each epoch
+    full = batches(3)
+    assert len(full) == 3 * 2  # 6 samples, batch 3: 2 steps per epoch
+    for a, b in zip(full, batches(3)):  # the same seed: the same run
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(full[0][1], full[2][1])  # another order/draw each epoch
+    assert not np.array_equal(full[0][1], batches(4)[0][1])  # another seed
+    for a, b in zip(full[4:], batches(3, initial_epoch=2)):  # resuming at epoch 2
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
 
 
 def test_holdout_is_disjoint_and_stable():

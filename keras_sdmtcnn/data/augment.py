@@ -7,8 +7,9 @@
   for the image, normals, keypoints and edges, nearest for labels and depth,
   and **depth divided by s** (a closer look makes things nearer).
 - :func:`random_augment`: the scale (one of ``{1.0, 1.2, 1.5}``), crop
-  position and flip (p = 0.5) drawn from a per-sample seed, so a run is
-  reproducible for its recipe seed whatever the parallelism of the pipeline.
+  position and flip (p = 0.5) drawn from a per-sample stateless seed (see
+  ``pipeline.py``), so a run is reproducible for its recipe seed whatever the
+  parallelism of the pipeline.
 
 Targets follow ``tasks.py``: ``semantic`` is ``(H, W)``, the others
 ``(H, W, C)``.
@@ -80,20 +81,3 @@ def random_augment(image, targets, seed, scale=True, flip=True):
             coin, lambda: flip_left_right(image, targets), lambda: (image, targets)
         )
     return image, targets
-
-
-def with_seeds(ds, seed):
-    """Pairs each element with a per-sample stateless seed (new ones every epoch)."""
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip(ds, seeds)
-
-
-def augment_dataset(ds, seed, scale=True, flip=True):
-    """Applies :func:`random_augment` to a dataset of ``(image, targets)``."""
-    if not (scale or flip):
-        return ds
-    return with_seeds(ds, seed).map(
-        lambda sample, s: random_augment(sample[0], sample[1], s, scale, flip),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )

@@ -7,7 +7,7 @@ and returns both splits with a :class:`DatasetInfo`.
 
 import dataclasses
 
-from keras_sdmtcnn.data import mtan, scenes, taskonomy
+from keras_sdmtcnn.data import mtan, pipeline, scenes, taskonomy
 
 
 @dataclasses.dataclass
@@ -19,6 +19,7 @@ class DatasetInfo:
     num_train: int
     num_val: int
     notes: tuple = ()
+    steps_per_epoch: int = 0
 
 
 def format_defaults(data):
@@ -49,13 +50,17 @@ def dataset_root(data, verbose=True):
     return data.root
 
 
-def build_datasets(recipe, verbose=True, splits=("train", "val")):
+def build_datasets(recipe, verbose=True, splits=("train", "val"), initial_epoch=0,
+                   one_pass=False):
     """Returns ``({split: dataset}, DatasetInfo)`` for the recipe's data.
 
-    The training split is shuffled and augmented as the recipe says (seeded
-    by ``training.seed``); the validation split is neither. With
-    ``data.val_source: holdout``, ``val`` is a seeded held-out part of the
-    training split and ``train`` is the rest.
+    ``train`` covers epochs ``initial_epoch .. training.epochs - 1``, each
+    ``info.steps_per_epoch`` batches, shuffled and augmented per epoch from
+    ``training.seed`` (see ``pipeline.py``): resuming at an epoch replays it
+    exactly. ``val`` is one ordered pass. With ``data.val_source: holdout``,
+    ``val`` is a seeded held-out part of the training split and ``train`` is
+    the rest. ``one_pass=True`` makes ``train`` one ordered pass without
+    augmentation too (for statistics over the training data).
     """
     data, training = recipe.data, recipe.training
     root = dataset_root(data, verbose=verbose)
@@ -65,27 +70,37 @@ def build_datasets(recipe, verbose=True, splits=("train", "val")):
         train = split == "train"
         if data.format in ("nyuv2", "cityscapes"):
             folder, indices = _mtan_split(data, root, split)
-            ds, n, source = mtan.mtan_dataset(
+            paths, decode, n, source = mtan.mtan_source(
                 root, folder, data.format, list(data.tasks), tuple(data.image_size),
-                training.batch_size, shuffle=train, augment=train and data.augment,
-                flip=train and data.flip, seed=training.seed, cache=data.cache,
-                indices=indices, label_folder=data.label_dir,
+                indices, data.label_dir,
             )
             if "semantic" in data.tasks:
                 notes.append(f"{split}: labels from {source.folders['semantic']}/")
+            scale, flip = data.augment, data.augment or data.flip
         else:
             default = "splits/train.txt" if train else "splits/val.txt"
             chosen = data.train_split if train else data.val_split
-            ds, n = taskonomy.taskonomy_dataset(
+            paths, decode, n = taskonomy.taskonomy_source(
                 root, chosen or default, list(data.tasks), tuple(data.image_size),
-                training.batch_size, shuffle=train, flip=train and (data.flip or data.augment),
-                image_normalization=data.image_normalization,
-                target_normalization=data.target_normalization,
-                seed=training.seed, check_all_files=data.check_all_files,
+                data.image_normalization, data.target_normalization, data.check_all_files,
             )
-        datasets[split], sizes[split] = ds, n
-    info = DatasetInfo(root, num_classes, ignore, names,
-                       sizes.get("train", 0), sizes.get("val", 0), tuple(notes))
+            scale, flip = False, data.flip or data.augment
+        if train and not one_pass:
+            datasets[split] = pipeline.train_pipeline(
+                paths, decode, n, training.batch_size, training.seed,
+                epochs=training.epochs, initial_epoch=initial_epoch,
+                steps_per_epoch=training.steps_per_epoch, scale=scale, flip=flip,
+                cache=data.cache,
+            )
+        else:
+            datasets[split] = pipeline.eval_pipeline(paths, decode, training.batch_size)
+        sizes[split] = n
+    info = DatasetInfo(
+        root, num_classes, ignore, names, sizes.get("train", 0), sizes.get("val", 0),
+        tuple(notes),
+        pipeline.steps_per_epoch(sizes.get("train", 0), training.batch_size,
+                                 training.steps_per_epoch),
+    )
     return datasets, info
 
 

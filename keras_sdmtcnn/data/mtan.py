@@ -28,7 +28,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_sdmtcnn.data.augment import augment_dataset
+from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
 from keras_sdmtcnn.errors import UserError
 
 FORMATS = {
@@ -207,29 +207,32 @@ def holdout_indices(n, fraction, seed):
     return sorted(order[k:].tolist()), sorted(order[:k].tolist())
 
 
+def mtan_source(root, split, fmt, tasks, image_size, indices=None, label_folder=None):
+    """``(paths, decode, num_samples, MTANSplit)`` of a split, every header checked."""
+    data = MTANSplit(root, split, fmt, tasks, label_folder)
+    indices = data.indices if indices is None else list(indices)
+    return data.paths(indices), data.decode_fn(tuple(image_size)), len(indices), data
+
+
 def mtan_dataset(root, split, fmt, tasks, image_size, batch_size, shuffle=False,
                  augment=False, flip=False, seed=0, cache=False, indices=None,
                  label_folder=None):
-    """A batched ``tf.data.Dataset`` of ``(image, {task: target})`` and its size.
+    """A batched ``tf.data.Dataset`` of ``(image, {task: target})``, its size and source.
 
     Args:
         split: ``"train"`` or ``"val"`` (the folder under ``root``).
         fmt: ``"nyuv2"`` or ``"cityscapes"``.
-        augment: MTAN's random scale-crop and flip; ``flip`` alone flips only.
-        cache: keep decoded samples in memory after the first epoch.
+        shuffle, augment, flip: one seeded shuffled epoch with MTAN's random
+            scale-crop and flip (``augment``) or flips only (training runs use
+            ``pipeline.train_pipeline`` over all epochs).
+        cache: keep decoded samples in memory after the first pass.
         indices: a subset of the split's indices (for held-out parts).
     """
-    data = MTANSplit(root, split, fmt, tasks, label_folder)
-    indices = data.indices if indices is None else list(indices)
-    ds = tf.data.Dataset.from_tensor_slices(data.paths(indices))
-    decode = data.decode_fn(tuple(image_size))
-    if cache:
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
-        if shuffle:
-            ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
+    paths, decode, n, data = mtan_source(root, split, fmt, tasks, image_size, indices,
+                                         label_folder)
+    if shuffle or augment or flip:
+        ds = train_pipeline(paths, decode, n, batch_size, seed, epochs=1, scale=augment,
+                            flip=augment or flip, cache=cache)
     else:
-        if shuffle:
-            ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = augment_dataset(ds, seed, scale=augment, flip=augment or flip)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), len(indices), data
+        ds = eval_pipeline(paths, decode, batch_size)
+    return ds, n, data

@@ -32,7 +32,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_sdmtcnn.data.augment import augment_dataset
+from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
 from keras_sdmtcnn.data.png import check_png
 from keras_sdmtcnn.errors import UserError
 
@@ -187,21 +187,9 @@ def decode_sample(files, tasks, image_size, image_normalization="unit",
     return image, targets
 
 
-def taskonomy_dataset(root, split, tasks, image_size, batch_size, shuffle=False,
-                      flip=False, image_normalization="unit",
-                      target_normalization="unit", seed=0, check_all_files=True,
-                      drop_remainder=False):
-    """A batched ``tf.data.Dataset`` of ``(image, {task: target})``.
-
-    Args:
-        root: the dataset root.
-        split: list of buildings, or a ``.txt``/``.csv`` split file.
-        tasks: tasks whose targets to read.
-        image_size: ``(height, width)`` to resize to.
-        shuffle, flip: shuffling (each epoch) and random left-right flips.
-        check_all_files: check every file's PNG header before starting
-            (otherwise only the first sample's).
-    """
+def taskonomy_source(root, split, tasks, image_size, image_normalization="unit",
+                     target_normalization="unit", check_all_files=True):
+    """``(paths, decode, num_samples)`` of a split, every file checked first."""
     if not os.path.isdir(root):
         raise UserError(
             f"Dataset root {root} does not exist: set data.root in the recipe "
@@ -210,18 +198,34 @@ def taskonomy_dataset(root, split, tasks, image_size, batch_size, shuffle=False,
     samples = read_split(root, split)
     paths = sample_paths(root, samples, tasks)
     check_files(paths, limit=None if check_all_files else 1)
-    ds = tf.data.Dataset.from_tensor_slices(paths)
-    if shuffle:
-        ds = ds.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(
-        lambda files: decode_sample(files, tasks, image_size, image_normalization,
-                                    target_normalization),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    ds = augment_dataset(ds, seed, scale=False, flip=flip)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE), len(samples)
+
+    def decode(files):
+        return decode_sample(files, tasks, image_size, image_normalization,
+                             target_normalization)
+
+    return paths, decode, len(samples)
+
+
+def taskonomy_dataset(root, split, tasks, image_size, batch_size, shuffle=False,
+                      flip=False, image_normalization="unit",
+                      target_normalization="unit", seed=0, check_all_files=True):
+    """A batched ``tf.data.Dataset`` of ``(image, {task: target})`` and its size.
+
+    Args:
+        root: the dataset root.
+        split: list of buildings, or a ``.txt``/``.csv`` split file.
+        tasks: tasks whose targets to read.
+        image_size: ``(height, width)`` to resize to.
+        shuffle, flip: one seeded shuffled epoch with random left-right flips
+            (training runs use ``pipeline.train_pipeline`` over all epochs).
+        check_all_files: check every file's PNG header before starting
+            (otherwise only the first sample's).
+    """
+    paths, decode, n = taskonomy_source(root, split, tasks, image_size, image_normalization,
+                                        target_normalization, check_all_files)
+    if shuffle or flip:
+        return train_pipeline(paths, decode, n, batch_size, seed, epochs=1, flip=flip), n
+    return eval_pipeline(paths, decode, batch_size), n
 
 
 def numpy_targets(ds):

@@ -1,0 +1,98 @@
+"""The training and evaluation ``tf.data`` pipelines shared by every reader.
+
+A reader provides a dict of per-sample file paths, a ``decode`` function
+(paths -> ``(image, {task: target})``) and its sample count; this module
+does the rest:
+
+- :func:`eval_pipeline`: decode in parallel, batch, prefetch; the order of
+  the files.
+- :func:`train_pipeline`: one shuffle **per epoch, seeded by (seed, epoch)**,
+  augmentation drawn from stateless seeds ``(seed, epoch, index)``, batching
+  within each epoch, and prefetching. Epoch ``e`` therefore sees the same
+  samples in the same order with the same augmentation whether training
+  started at epoch 0 or resumed at ``e``: an interrupted run that resumes
+  reaches the same weights (with deterministic ops) as one that was not.
+"""
+
+import tensorflow as tf
+
+from keras_sdmtcnn.data.augment import random_augment
+
+_SEED_MIX = 1_000_003
+
+
+def _options(ds):
+    options = tf.data.Options()
+    # Samples are files listed in one tensor: shard by data, not by file.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    return ds.with_options(options)
+
+
+def eval_pipeline(paths, decode, batch_size):
+    ds = tf.data.Dataset.from_tensor_slices(paths)
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _options(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def train_pipeline(paths, decode, num_samples, batch_size, seed=0, epochs=None,
+                   initial_epoch=0, steps_per_epoch=None, scale=False, flip=False,
+                   cache=False):
+    """Batches of ``(image, targets)`` for epochs ``initial_epoch .. epochs - 1``.
+
+    Each epoch yields ``steps_per_epoch`` batches (default: one pass over the
+    samples, the last batch possibly smaller). ``epochs=None`` runs forever.
+    With ``cache=True`` decoded samples stay in memory and are shuffled by a
+    seeded ``Dataset.shuffle``: reproducible for an uninterrupted run, but a
+    resumed run sees another order (exact replay needs ``cache=False``).
+    """
+    seed = int(seed)
+    paths = {k: tf.constant(v) for k, v in paths.items()}
+
+    def prepare(epoch, index, sample):
+        image, targets = sample
+        if scale or flip:
+            pair = tf.stack([tf.cast(seed * _SEED_MIX, tf.int64) + epoch, index])
+            image, targets = random_augment(image, targets, pair, scale, flip)
+        return image, targets
+
+    if cache:
+        decoded = tf.data.Dataset.from_tensor_slices(paths).map(
+            decode, num_parallel_calls=tf.data.AUTOTUNE).cache()
+        ds = decoded.shuffle(num_samples, seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.enumerate(start=initial_epoch * num_samples).map(
+            lambda g, sample: prepare(g // num_samples, g % num_samples, sample),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        steps = steps_per_epoch or -(-num_samples // batch_size)
+        ds = ds.batch(batch_size)
+        if epochs is not None:
+            ds = ds.take(steps * (epochs - initial_epoch))
+        return _options(ds.prefetch(tf.data.AUTOTUNE))
+
+    def permutation(epoch, repeat):
+        key = tf.stack([tf.cast(seed * _SEED_MIX, tf.int64) + epoch, repeat])
+        order = tf.argsort(tf.random.stateless_uniform([num_samples], key))
+        return tf.data.Dataset.from_tensor_slices(order)
+
+    def one_epoch(epoch):
+        if steps_per_epoch is None:
+            order = permutation(epoch, tf.constant(0, tf.int64))
+        else:
+            order = tf.data.Dataset.range(tf.int64.max).flat_map(
+                lambda r: permutation(epoch, r))
+        ds = order.enumerate().map(
+            lambda i, k: prepare(epoch, i, decode({n: tf.gather(v, k) for n, v in paths.items()})),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.batch(batch_size)
+        if steps_per_epoch is not None:
+            ds = ds.take(steps_per_epoch)
+        return ds
+
+    last = tf.int64.max if epochs is None else epochs
+    ds = tf.data.Dataset.range(initial_epoch, last).flat_map(one_epoch)
+    return _options(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def steps_per_epoch(num_samples, batch_size, steps=None):
+    return steps or -(-num_samples // batch_size)
