@@ -19,7 +19,12 @@ from keras_sdmtcnn import cli
 
 
 def measure(tasks, num_classes, size, width_multiplier=1.0, quantizations=("none",),
-            threads=(1, 2), runs=10):
+            threads=(1, 2), runs=10, model=None, other_runtimes=False):
+    """Latency rows ``{branch, runtime, quantize, threads, ms, mb}`` of each branch.
+
+    ``other_runtimes`` adds Keras (a ``tf.function``), the SavedModel and
+    ONNX Runtime (1 and 2 threads) beside TFLite.
+    """
     import keras
     import tensorflow as tf
 
@@ -29,8 +34,9 @@ def measure(tasks, num_classes, size, width_multiplier=1.0, quantizations=("none
     from keras_sdmtcnn.serving import MEANINGS, serving_function
     from keras_sdmtcnn.tflite import convert_saved_model
 
-    model = SDMTCNN(tasks, num_classes=num_classes, image_size=size,
-                    width_multiplier=width_multiplier)
+    if model is None:
+        model = SDMTCNN(tasks, num_classes=num_classes, image_size=size,
+                        width_multiplier=width_multiplier)
     results = []
     rng = np.random.default_rng(0)
     calibration = [rng.integers(0, 256, (1, *size, 3)).astype(np.uint8) for _ in range(8)]
@@ -43,20 +49,48 @@ def measure(tasks, num_classes, size, width_multiplier=1.0, quantizations=("none
             archive.track(model)
             archive.add_endpoint("serve", serve)
             archive.write_out(os.path.join(folder, "sm"), verbose=False)
+            meta = {
+                "branch": branch, "tasks": list(model.tasks),
+                "input": {"name": "image", "shape": [1, *size, 3], "dtype": "uint8"},
+                "outputs": [{"name": k, "shape": list(v.shape), "dtype": v.dtype.name,
+                             "meaning": MEANINGS[k]} for k, v in reference.items()],
+            }
+            atomic_write_json(os.path.join(folder, "metadata.json"), meta)
+            if other_runtimes:
+                import time as _time
+
+                image = calibration[0]
+                timings = []
+                for i in range(runs + 2):
+                    start = _time.perf_counter()
+                    serve(image)
+                    if i >= 2:
+                        timings.append(_time.perf_counter() - start)
+                results.append({"branch": branch, "runtime": "keras", "quantize": "none",
+                                "threads": 0, "ms": 1000 * float(np.median(timings))})
+                saved = load_exported(os.path.join(folder, "sm"))
+                results.append({"branch": branch, "runtime": "saved_model", "quantize": "none",
+                                "threads": 0, "ms": latency_ms(saved, runs=runs)})
+                import tf2onnx
+
+                proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=17)
+                onnx_path = os.path.join(folder, "model.onnx")
+                with open(onnx_path, "wb") as f:
+                    f.write(proto.SerializeToString())
+                for n in threads:
+                    results.append({"branch": branch, "runtime": "onnxruntime",
+                                    "quantize": "none", "threads": n,
+                                    "ms": latency_ms(load_exported(onnx_path, threads=n),
+                                                     runs=runs)})
             for quantize in quantizations:
                 flat = convert_saved_model(os.path.join(folder, "sm"), quantize, calibration)
                 path = os.path.join(folder, f"{branch}-{quantize}.tflite")
                 with open(path, "wb") as f:
                     f.write(flat)
-                atomic_write_json(os.path.join(folder, "metadata.json"), {
-                    "branch": branch, "tasks": list(tasks),
-                    "input": {"name": "image", "shape": [1, *size, 3], "dtype": "uint8"},
-                    "outputs": [{"name": k, "shape": list(v.shape), "dtype": v.dtype.name,
-                                 "meaning": MEANINGS[k]} for k, v in reference.items()],
-                })
                 for n in threads:
                     ms = latency_ms(load_exported(path, threads=n), runs=runs)
-                    results.append({"branch": branch, "quantize": quantize, "threads": n,
+                    results.append({"branch": branch, "runtime": "tflite",
+                                    "quantize": quantize, "threads": n,
                                     "ms": ms, "mb": len(flat) / 2**20})
                     print(f"{branch:<8} {quantize:<13} {n} thread(s): {ms:9.1f} ms "
                           f"({len(flat) / 2**20:.1f} MB)", flush=True)

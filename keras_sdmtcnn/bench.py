@@ -1,0 +1,171 @@
+"""``python -m keras_sdmtcnn.bench --recipe RECIPE [--out bench.json]``: the cost of every path.
+
+Measures, each as a median over ``--steps`` repetitions after warm-up, and
+writes JSON plus a readable table:
+
+- parameters and forward FLOPs of the full model, Teacher and Student;
+- train step seconds and samples/s for ``teacher_only``, ``separate`` and
+  ``ensemble``, and the convolution throughput that the ``separate`` step
+  achieves (3 x forward FLOPs x batch / step time: forward plus the two
+  backward convolutions), beside the throughput of one large 3x3
+  convolution (512 channels, 36x48, batch 1) on the same machine;
+- evaluation samples/s;
+- batch-1 latency of Teacher and Student as Keras, SavedModel, TFLite
+  (float32, fp16, int8; 1 and 2 threads) and ONNX Runtime;
+- input-pipeline samples/s alone;
+- peak memory (maximum resident set size of the process);
+- the machine: CPU model, cores, TensorFlow and Keras versions.
+
+Timings are never asserted in tests: they belong to the machine they were
+taken on, which the JSON names.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import time
+
+import numpy as np
+
+from keras_sdmtcnn import cli
+
+
+def machine():
+    import keras
+    import tensorflow as tf
+
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "python": platform.python_version()}
+
+
+def _median_time(fn, steps, warmup=1):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def conv_throughput(steps=5):
+    """GFLOP/s of one 3x3 convolution, 512 -> 512 channels, 36x48, batch 1."""
+    import keras
+    import tensorflow as tf
+
+    conv = keras.layers.Conv2D(512, 3, padding="same", use_bias=False)
+    x = tf.random.uniform((1, 36, 48, 512))
+    fn = tf.function(lambda: conv(x))
+    seconds = _median_time(lambda: fn().numpy(), steps, warmup=2)
+    return 2 * 36 * 48 * 512 * 512 * 9 / seconds / 1e9
+
+
+def bench(recipe, steps=3, quantizations=("none", "fp16", "int8"), latency_runs=5,
+          verbose=1):
+    import keras
+
+    from keras_sdmtcnn.builders import build_model, build_optimizer
+    from keras_sdmtcnn.data import build_datasets
+    from keras_sdmtcnn.data.__main__ import pipeline_throughput
+    from keras_sdmtcnn.latency import measure
+    from keras_sdmtcnn.model_size import model_size
+    from keras_sdmtcnn.objectives import get_objective
+
+    def say(text):
+        if verbose:
+            print(text, flush=True)
+
+    out = {"recipe": recipe.name, "machine": machine(),
+           "image_size": list(recipe.data.image_size), "batch_size": recipe.training.batch_size,
+           "tasks": list(recipe.data.tasks)}
+    datasets, info = build_datasets(recipe, verbose=False)
+    batch = next(iter(datasets["train"]))
+    keras.utils.set_random_seed(recipe.training.seed)
+    model = build_model(recipe, info.num_classes, info.ignore_label)
+    out["size"] = model_size(model)
+    say(f"parameters: Teacher {out['size']['teacher']['params']:,}, Student "
+        f"{out['size']['student']['params']:,}; GFLOPs: Teacher "
+        f"{out['size']['teacher']['flops'] / 1e9:.1f}, Student {out['size']['student']['flops'] / 1e9:.1f}")
+
+    out["train_step"] = {}
+    for name in ("teacher_only", "separate", "ensemble"):
+        model.compile(build_optimizer(recipe.training), get_objective(name))
+        seconds = _median_time(lambda: model.train_on_batch(*batch), steps)
+        samples = int(batch[0].shape[0])
+        out["train_step"][name] = {"seconds": seconds, "samples_per_s": samples / seconds}
+        say(f"train step {name:<12} {seconds:8.3f} s  {samples / seconds:8.2f} samples/s")
+    ratio = out["train_step"]["separate"]["seconds"] / out["train_step"]["teacher_only"]["seconds"]
+    out["train_step"]["separate_over_teacher_only"] = ratio
+    flops = 3 * out["size"]["full"]["flops"] * int(batch[0].shape[0])
+    achieved = flops / out["train_step"]["separate"]["seconds"] / 1e9
+    reference = conv_throughput()
+    out["conv_throughput"] = {"train_step_gflops": achieved, "single_conv_gflops": reference,
+                              "share": achieved / reference}
+    say(f"separate / teacher_only step: {ratio:.2f}x; conv throughput: train step "
+        f"{achieved:.1f} GFLOP/s vs one 3x3 conv {reference:.1f} GFLOP/s ({achieved / reference:.0%})")
+
+    model.compile(build_optimizer(recipe.training), get_objective("separate"))
+    val = datasets["val"].take(max(steps, 2)).cache()
+    model.evaluate(val, verbose=0)  # warm-up and trace
+    count = sum(int(x.shape[0]) for x, _ in val)
+    seconds = _median_time(lambda: model.evaluate(val, verbose=0), 1, warmup=0)
+    out["evaluation_samples_per_s"] = count / seconds
+    say(f"evaluation: {count / seconds:.2f} samples/s")
+
+    out["input_pipeline_samples_per_s"] = pipeline_throughput(recipe, batches=20)
+    say(f"input pipeline alone: {out['input_pipeline_samples_per_s']:.1f} samples/s")
+
+    out["latency"] = measure(list(recipe.data.tasks), info.num_classes,
+                             tuple(recipe.data.image_size), model=model,
+                             quantizations=quantizations, runs=latency_runs,
+                             other_runtimes=True)
+    out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    say(f"peak memory (max RSS): {out['peak_memory_mb']:.0f} MB")
+    return out
+
+
+def table(result):
+    lines = [f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
+             f"TF {result['machine']['tensorflow']}, Keras {result['machine']['keras']}",
+             f"recipe {result['recipe']}: {result['tasks']} at {result['image_size']}, "
+             f"batch {result['batch_size']}", "",
+             "| latency (batch 1) | runtime | quantize | threads | ms |", "|---|---|---|---|---|"]
+    for row in result["latency"]:
+        threads = row["threads"] or "default"
+        lines.append(f"| {row['branch']} | {row['runtime']} | {row['quantize']} | {threads} | "
+                     f"{row['ms']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m keras_sdmtcnn.bench",
+                                     description="Benchmark every path of a recipe.")
+    parser.add_argument("--recipe", required=True)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--quantize", nargs="+", default=["none", "fp16", "int8"])
+    parser.add_argument("--out", help="write the figures as JSON (atomically)")
+    args = parser.parse_args(argv)
+    from keras_sdmtcnn.io import atomic_write_json
+    from keras_sdmtcnn.recipes import load_recipe
+
+    result = bench(load_recipe(args.recipe, args.set), args.steps, args.quantize)
+    print(table(result))
+    if args.out:
+        atomic_write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,30 @@
+import json
+
+from conftest import run_command
+
+
+def test_bench_runs_on_a_tiny_recipe_and_writes_every_field(tmp_path):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        "data: {format: scenes, tasks: [semantic, depth], image_size: [32, 32],\n"
+        f"       scenes: {{num_train: 4, num_val: 2, height: 32, width: 32, cache_dir: {tmp_path}}}}}\n"
+        "model: {width_multiplier: 0.0625, bottleneck_filters: 64, encoder_depths: [1, 1, 1, 1]}\n"
+        "training: {batch_size: 2}\n")
+    out = tmp_path / "bench.json"
+    result = run_command("bench", "--recipe", str(recipe), "--steps", "1", "--quantize",
+                         "none", "int8", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    bench = json.loads(out.read_text())
+    assert set(bench) >= {"machine", "size", "train_step", "conv_throughput", "latency",
+                          "evaluation_samples_per_s", "input_pipeline_samples_per_s",
+                          "peak_memory_mb"}
+    assert {"cpu", "cores", "tensorflow", "keras"} <= set(bench["machine"])
+    for name in ("teacher_only", "separate", "ensemble"):
+        assert bench["train_step"][name]["seconds"] > 0
+    assert bench["size"]["student"]["flops"] < bench["size"]["teacher"]["flops"]
+    runtimes = {(r["branch"], r["runtime"], r["quantize"], r["threads"]) for r in bench["latency"]}
+    for branch in ("teacher", "student"):
+        assert {(branch, "keras", "none", 0), (branch, "saved_model", "none", 0),
+                (branch, "onnxruntime", "none", 1), (branch, "tflite", "none", 2),
+                (branch, "tflite", "int8", 1)} <= runtimes
+    assert "| student | tflite | int8 |" in result.stdout
