@@ -25,11 +25,15 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 
 import numpy as np
 
 from keras_sdmtcnn import cli
+from keras_sdmtcnn.errors import UserError
 
 
 def machine():
@@ -72,16 +76,18 @@ def conv_throughput(steps=5):
     return 2 * 36 * 48 * 512 * 512 * 9 / seconds / 1e9
 
 
-def bench(recipe, steps=3, quantizations=("none", "fp16", "int8"), latency_runs=5,
-          verbose=1):
+def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "int8"),
+          latency_runs=5, verbose=1):
     import keras
 
     from keras_sdmtcnn.builders import build_model, build_optimizer
     from keras_sdmtcnn.data import build_datasets
     from keras_sdmtcnn.data.__main__ import pipeline_throughput
-    from keras_sdmtcnn.latency import measure
     from keras_sdmtcnn.model_size import model_size
     from keras_sdmtcnn.objectives import get_objective
+    from keras_sdmtcnn.recipes import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
 
     def say(text):
         if verbose:
@@ -127,12 +133,21 @@ def bench(recipe, steps=3, quantizations=("none", "fp16", "int8"), latency_runs=
     out["input_pipeline_samples_per_s"] = pipeline_throughput(recipe, batches=20)
     say(f"input pipeline alone: {out['input_pipeline_samples_per_s']:.1f} samples/s")
 
-    out["latency"] = measure(list(recipe.data.tasks), info.num_classes,
-                             tuple(recipe.data.image_size), model=model,
-                             quantizations=quantizations, runs=latency_runs,
-                             other_runtimes=True)
     out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    say(f"peak memory (max RSS): {out['peak_memory_mb']:.0f} MB")
+    say(f"peak memory of training and evaluation (max RSS): {out['peak_memory_mb']:.0f} MB")
+    # Conversions of a paper-size Teacher need many GB: run them in a fresh
+    # process, so the training state above is not held at the same time.
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "latency.json")
+        command = [sys.executable, "-m", "keras_sdmtcnn.latency", "--recipe", recipe_path,
+                   *[f"--set={o}" for o in overrides],
+                   "--runs", str(latency_runs), "--all-runtimes", "--out", path,
+                   "--quantize", *quantizations]
+        done = subprocess.run(command, capture_output=not verbose, text=True)
+        if done.returncode != 0:
+            raise UserError(f"The latency measurement failed: {(done.stderr or '')[-2000:]}")
+        with open(path) as f:
+            out["latency"] = json.load(f)
     return out
 
 
@@ -159,9 +174,8 @@ def main(argv=None):
     parser.add_argument("--out", help="write the figures as JSON (atomically)")
     args = parser.parse_args(argv)
     from keras_sdmtcnn.io import atomic_write_json
-    from keras_sdmtcnn.recipes import load_recipe
 
-    result = bench(load_recipe(args.recipe, args.set), args.steps, args.quantize)
+    result = bench(args.recipe, args.set, args.steps, args.quantize)
     print(table(result))
     if args.out:
         atomic_write_json(args.out, result)

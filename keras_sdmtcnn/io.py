@@ -4,6 +4,7 @@ A crash mid-write leaves the previous good file (or none), never a
 half-written one.
 """
 
+import contextlib
 import json
 import os
 import tempfile
@@ -19,17 +20,24 @@ def _tmp_beside(path, suffix=""):
     return tmp
 
 
-def atomic_write_text(path, text):
-    tmp = _tmp_beside(path)
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yields a temporary path beside ``path``; renames it to ``path`` on success."""
+    tmp = _tmp_beside(path, suffix)
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_text(path, text):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def atomic_write_json(path, obj):
@@ -38,23 +46,13 @@ def atomic_write_json(path, obj):
 
 def atomic_save_model(model, path):
     """``model.save(path)`` through a temporary ``.keras`` file."""
-    tmp = _tmp_beside(path, suffix=".keras")
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def atomic_savefig(fig, path, **kwargs):
-    tmp = _tmp_beside(path, suffix=os.path.splitext(path)[1])
-    try:
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:
         fig.savefig(tmp, **kwargs)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def atomic_link(source, target):

@@ -107,14 +107,31 @@ def main(argv=None):
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument("--quantize", nargs="+", default=["none"])
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--all-runtimes", action="store_true",
+                        help="also Keras, SavedModel and ONNX Runtime")
+    parser.add_argument("--recipe", help="build the recipe's model (tasks, size, widths) instead")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", help="write the figures as JSON")
     args = parser.parse_args(argv)
-    results = measure(args.tasks.split(","), args.num_classes, (args.height, args.width),
-                      args.width_multiplier, args.quantize, runs=args.runs)
+    model = None
+    tasks, size, classes = args.tasks.split(","), (args.height, args.width), args.num_classes
+    if args.recipe:
+        from keras_sdmtcnn.builders import build_model
+        from keras_sdmtcnn.data.datasets import format_defaults
+        from keras_sdmtcnn.recipes import load_recipe
+
+        recipe = load_recipe(args.recipe, args.set)
+        classes, ignore, _ = format_defaults(recipe.data)
+        model = build_model(recipe, classes, ignore)
+        tasks, size = list(recipe.data.tasks), tuple(recipe.data.image_size)
+    results = measure(tasks, classes, size, args.width_multiplier, args.quantize,
+                      runs=args.runs, model=model, other_runtimes=args.all_runtimes)
     for n in (1, 2):
         for q in args.quantize:
-            t = [r["ms"] for r in results if r["branch"] == "teacher" and r["threads"] == n and r["quantize"] == q]
-            s = [r["ms"] for r in results if r["branch"] == "student" and r["threads"] == n and r["quantize"] == q]
+            t = [r["ms"] for r in results if r["branch"] == "teacher" and r["threads"] == n
+                 and r["quantize"] == q and r["runtime"] == "tflite"]
+            s = [r["ms"] for r in results if r["branch"] == "student" and r["threads"] == n
+                 and r["quantize"] == q and r["runtime"] == "tflite"]
             if t and s:
                 print(f"Student / Teacher ({q}, {n} thread(s)): {s[0] / t[0]:.1%}")
     if args.out:

@@ -163,7 +163,7 @@ def predictors(model_path, recipe_path=None):
 
 def predict(model_path, inputs, out_dir, recipe_path=None, verbose=1):
     """Writes one panel per image into ``out_dir``; returns their paths."""
-    from keras_sdmtcnn.io import _tmp_beside
+    from keras_sdmtcnn.io import atomic_path
 
     images = list_images(inputs)
     size, tasks, branches = predictors(model_path, recipe_path)
@@ -175,13 +175,8 @@ def predict(model_path, inputs, out_dir, recipe_path=None, verbose=1):
         rows = [(branch, fn(raw[None])) for branch, fn in branches]
         picture = panel(raw, rows, tasks)
         target = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
-        tmp = _tmp_beside(target, suffix=".png")
-        try:
+        with atomic_path(target, suffix=".png") as tmp:
             picture.save(tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         written.append(target)
         say(f"wrote {target}")
     return written
