@@ -82,7 +82,7 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
 
     from keras_sdmtcnn.builders import build_model, build_optimizer
     from keras_sdmtcnn.data import build_datasets
-    from keras_sdmtcnn.data.__main__ import pipeline_throughput
+    from keras_sdmtcnn.data.datasets import pipeline_throughput
     from keras_sdmtcnn.model_size import model_size
     from keras_sdmtcnn.objectives import get_objective
     from keras_sdmtcnn.recipes import load_recipe

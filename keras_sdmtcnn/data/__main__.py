@@ -11,24 +11,7 @@ import sys
 
 from keras_sdmtcnn import cli
 from keras_sdmtcnn.data.check import MAX_LISTED, check_dataset
-
-
-def pipeline_throughput(recipe, batches=50):
-    """Samples per second of the recipe's training pipeline, after one warm-up pass."""
-    import time
-
-    from keras_sdmtcnn.data import build_datasets
-
-    datasets, _ = build_datasets(recipe, verbose=False, splits=("train",))
-    ds = datasets["train"].repeat()
-    iterator = iter(ds)
-    for _ in range(min(5, batches)):
-        next(iterator)
-    start, samples = time.perf_counter(), 0
-    for _ in range(batches):
-        x, _ = next(iterator)
-        samples += int(x.shape[0])
-    return samples / (time.perf_counter() - start)
+from keras_sdmtcnn.data.datasets import pipeline_throughput
 
 
 def main(argv=None):
