@@ -28,12 +28,12 @@ class MaskUnpool2D(layers.Layer):
     features. Each value of ``x`` is written at the position of its window's
     maximum in ``pre_pool``; the other three positions are zero. When several
     positions of a window tie for the maximum (frequent after a ReLU: all
-    zeros), the first in row-major order wins, as in
-    ``tf.nn.max_pool_with_argmax``; so the result is exact.
+    zeros), the first in row-major order wins, as with TensorFlow's
+    max-pool-with-argmax op; so the result is exact.
 
-    Only strided slices, comparisons, multiplies, stack and reshape are used:
-    the layer converts to TFLite with builtin ops and compiles with XLA,
-    unlike ``tf.nn.max_pool_with_argmax``.
+    Only strided slices, comparisons, multiplies, stack and reshape are used,
+    so the layer converts to TFLite with builtin ops (tested); the argmax
+    pooling op does not, and it also blocks XLA.
 
     Example:
         >>> pooled = keras.layers.MaxPooling2D()(features)
