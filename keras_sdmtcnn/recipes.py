@@ -304,6 +304,11 @@ def validate(recipe):
                 f"data.tasks has {extra}, which data.format: {data.format} does not "
                 f"provide (it has {', '.join(allowed)})."
             )
+    if data.val_source == "holdout" and data.format not in ("nyuv2", "cityscapes"):
+        raise UserError(
+            f"data.val_source: holdout is for nyuv2 and cityscapes; with data.format: "
+            f"{data.format}, choose the validation buildings with data.val_split."
+        )
     if data.val_source == "holdout" and not 0 < data.holdout_fraction < 1:
         raise UserError(
             f"data.holdout_fraction must be in (0, 1) with data.val_source: holdout, "

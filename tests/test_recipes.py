@@ -37,6 +37,12 @@ def test_yaml_overrides_defaults_and_set_overrides_yaml(tmp_path):
     ({"data": {"format": "taskonomy"}}, r"data.root is required"),
     ({"objective": {"kd_weight": -1}}, r"objective.kd_weight must be >= 0"),
     ({"data": {"scenes": 3}}, r"data.scenes must be a mapping"),
+    ({"data": {"val_source": "holdout"}}, r"data.val_source: holdout is for nyuv2 and cityscapes"),
+    ({"data": {"format": "nyuv2", "root": "/d", "tasks": ["depth"], "val_source": "holdout",
+               "holdout_fraction": 1.5}}, r"data.holdout_fraction must be in \(0, 1\)"),
+    ({"data": {"format": "cityscapes", "root": "/d", "tasks": ["normal"]}},
+     r"data.tasks has \['normal'\], which data.format: cityscapes does not provide"),
+    ({"training": {"distribute": "mirored"}}, r"training.distribute must be one of .* Did you mean 'mirrored'"),
 ])
 def test_bad_recipes_name_the_key(values, match):
     with pytest.raises(UserError, match=match):
