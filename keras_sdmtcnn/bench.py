@@ -28,12 +28,12 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 from keras_sdmtcnn import cli
 from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.runtime import median_seconds
 
 
 def machine():
@@ -53,17 +53,6 @@ def machine():
             "keras": keras.__version__, "python": platform.python_version()}
 
 
-def _median_time(fn, steps, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def conv_throughput(steps=5):
     """GFLOP/s of one 3x3 convolution, 512 -> 512 channels, 36x48, batch 1."""
     import keras
@@ -72,7 +61,7 @@ def conv_throughput(steps=5):
     conv = keras.layers.Conv2D(512, 3, padding="same", use_bias=False)
     x = tf.random.uniform((1, 36, 48, 512))
     fn = tf.function(lambda: conv(x))
-    seconds = _median_time(lambda: fn().numpy(), steps, warmup=2)
+    seconds = median_seconds(lambda: fn().numpy(), steps, warmup=2)
     return 2 * 36 * 48 * 512 * 512 * 9 / seconds / 1e9
 
 
@@ -108,7 +97,7 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     out["train_step"] = {}
     for name in ("teacher_only", "separate", "ensemble"):
         model.compile(build_optimizer(recipe.training), get_objective(name))
-        seconds = _median_time(lambda: model.train_on_batch(*batch), steps)
+        seconds = median_seconds(lambda: model.train_on_batch(*batch), steps, warmup=1)
         samples = int(batch[0].shape[0])
         out["train_step"][name] = {"seconds": seconds, "samples_per_s": samples / seconds}
         say(f"train step {name:<12} {seconds:8.3f} s  {samples / seconds:8.2f} samples/s")
@@ -126,7 +115,7 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     val = datasets["val"].take(max(steps, 2)).cache()
     model.evaluate(val, verbose=0)  # warm-up and trace
     count = sum(int(x.shape[0]) for x, _ in val)
-    seconds = _median_time(lambda: model.evaluate(val, verbose=0), 1, warmup=0)
+    seconds = median_seconds(lambda: model.evaluate(val, verbose=0), 1, warmup=0)
     out["evaluation_samples_per_s"] = count / seconds
     say(f"evaluation: {count / seconds:.2f} samples/s")
 

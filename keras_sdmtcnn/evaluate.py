@@ -71,7 +71,7 @@ def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1):
 
     from keras_sdmtcnn.data import build_datasets
     from keras_sdmtcnn.metrics import make_task_metric
-    from keras_sdmtcnn.recipes import load_recipe, recipe_from_dict
+    from keras_sdmtcnn.recipes import apply_overrides, load_recipe, recipe_from_dict
     from keras_sdmtcnn.runtime import load_exported
     from keras_sdmtcnn.serving import to_raw_pixels
 
@@ -80,12 +80,7 @@ def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1):
     if recipe_path:
         recipe = load_recipe(recipe_path, overrides)
     else:
-        values = dict(meta["recipe"])
-        if overrides:
-            from keras_sdmtcnn.recipes import _set_path, parse_override
-
-            for text in overrides:
-                _set_path(values, *parse_override(text))
+        values = apply_overrides(dict(meta["recipe"]), overrides)
         recipe = recipe_from_dict(values)
     datasets, info = build_datasets(recipe, verbose=False, splits=("val",))
     branch = meta["branch"]

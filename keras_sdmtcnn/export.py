@@ -100,7 +100,8 @@ def export(source, branch="student", fmt="tflite", quantize="none", out_dir=None
     from keras_sdmtcnn.io import atomic_write_json
     from keras_sdmtcnn.recipes import load_recipe, recipe_to_dict
     from keras_sdmtcnn.runtime import load_exported
-    from keras_sdmtcnn.serving import MEANINGS, serving_function, to_raw_pixels
+    from keras_sdmtcnn.serving import (output_specs, serving_function, to_raw_pixels,
+                                       write_saved_model)
     from keras_sdmtcnn.tflite import convert_saved_model, tflite_ops
 
     _check_choice(branch, fmt, quantize)
@@ -129,10 +130,7 @@ def export(source, branch="student", fmt="tflite", quantize="none", out_dir=None
     tmp = tempfile.mkdtemp(prefix=f".{label}.tmp-", dir=out_dir)
     try:
         saved = os.path.join(tmp, "saved_model")
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serve", serve)
-        archive.write_out(saved, verbose=False)
+        write_saved_model(model, serve, saved)
         extra = {}
         if fmt == "tflite":
             flat = convert_saved_model(saved, quantize, calibration)
@@ -167,11 +165,7 @@ def export(source, branch="student", fmt="tflite", quantize="none", out_dir=None
                            + (" and standardises with the ImageNet mean/std"
                               if norm == "imagenet" else ""),
             },
-            "outputs": [
-                {"name": k, "shape": list(v.shape), "dtype": str(v.dtype),
-                 "meaning": MEANINGS[k]}
-                for k, v in reference.items()
-            ],
+            "outputs": output_specs(reference),
             "tasks": tasks,
             "class_names": list(info.class_names) if info.class_names else None,
             "num_classes": info.num_classes,

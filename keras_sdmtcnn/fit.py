@@ -168,7 +168,7 @@ def fit(recipe, run_dir=None, overwrite=False):
         atomic_save_model(model, os.path.join(run_dir, "model.keras"))
         atomic_save_model(model.student_model(), os.path.join(run_dir, "student.keras"))
         plot_curves(recorder.history, tasks, os.path.join(run_dir, "curves.png"))
-    except Exception as e:
+    except BaseException as e:  # a KeyboardInterrupt too: the run is not complete
         import tensorflow as tf
 
         if isinstance(e, tf.errors.OpError):  # e.g. a PNG whose pixel data is corrupt
@@ -182,12 +182,6 @@ def fit(recipe, run_dir=None, overwrite=False):
             "error": f"{type(e).__name__}: {e}",
         })
         raise e from None
-    except BaseException as e:  # KeyboardInterrupt and friends: still not complete
-        atomic_write_json(status_path, {
-            "status": "failed", "started": started, "seed": training.seed,
-            "error": f"{type(e).__name__}: {e}",
-        })
-        raise
     atomic_write_json(status_path, {
         "status": "complete", "started": started, "seconds": time.time() - started,
         "seed": training.seed, "epochs": len(recorder.history),

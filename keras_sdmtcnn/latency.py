@@ -25,13 +25,12 @@ def measure(tasks, num_classes, size, width_multiplier=1.0, quantizations=("none
     ``other_runtimes`` adds Keras (a ``tf.function``), the SavedModel and
     ONNX Runtime (1 and 2 threads) beside TFLite.
     """
-    import keras
     import tensorflow as tf
 
     from keras_sdmtcnn.io import atomic_write_json
     from keras_sdmtcnn.model import SDMTCNN
-    from keras_sdmtcnn.runtime import latency_ms, load_exported
-    from keras_sdmtcnn.serving import MEANINGS, serving_function
+    from keras_sdmtcnn.runtime import latency_ms, load_exported, median_seconds
+    from keras_sdmtcnn.serving import output_specs, serving_function, write_saved_model
     from keras_sdmtcnn.tflite import convert_saved_model
 
     if model is None:
@@ -45,29 +44,17 @@ def measure(tasks, num_classes, size, width_multiplier=1.0, quantizations=("none
         serve = tf.function(serve, input_signature=[spec])
         reference = serve(calibration[0])
         with tempfile.TemporaryDirectory() as folder:
-            archive = keras.export.ExportArchive()
-            archive.track(model)
-            archive.add_endpoint("serve", serve)
-            archive.write_out(os.path.join(folder, "sm"), verbose=False)
+            write_saved_model(model, serve, os.path.join(folder, "sm"))
             meta = {
                 "branch": branch, "tasks": list(model.tasks),
                 "input": {"name": "image", "shape": [1, *size, 3], "dtype": "uint8"},
-                "outputs": [{"name": k, "shape": list(v.shape), "dtype": v.dtype.name,
-                             "meaning": MEANINGS[k]} for k, v in reference.items()],
+                "outputs": output_specs({k: v.numpy() for k, v in reference.items()}),
             }
             atomic_write_json(os.path.join(folder, "metadata.json"), meta)
             if other_runtimes:
-                import time as _time
-
-                image = calibration[0]
-                timings = []
-                for i in range(runs + 2):
-                    start = _time.perf_counter()
-                    serve(image)
-                    if i >= 2:
-                        timings.append(_time.perf_counter() - start)
+                seconds = median_seconds(lambda: serve(calibration[0]), runs)
                 results.append({"branch": branch, "runtime": "keras", "quantize": "none",
-                                "threads": 0, "ms": 1000 * float(np.median(timings))})
+                                "threads": 0, "ms": 1000 * seconds})
                 saved = load_exported(os.path.join(folder, "sm"))
                 results.append({"branch": branch, "runtime": "saved_model", "quantize": "none",
                                 "threads": 0, "ms": latency_ms(saved, runs=runs)})

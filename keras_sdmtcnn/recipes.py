@@ -228,6 +228,13 @@ def parse_override(text):
     return key.strip(), value
 
 
+def apply_overrides(values, overrides):
+    """Applies ``--set KEY=VALUE`` strings to a (nested) recipe mapping in place."""
+    for text in overrides:
+        _set_path(values, *parse_override(text))
+    return values
+
+
 def load_recipe(path, overrides=()):
     """Loads a YAML recipe, applies ``--set`` overrides and validates it.
 
@@ -243,8 +250,7 @@ def load_recipe(path, overrides=()):
     if not isinstance(values, dict):
         raise UserError(f"Recipe {path} must be a mapping of sections, got {type(values).__name__}.")
     values.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    for text in overrides:
-        _set_path(values, *parse_override(text))
+    apply_overrides(values, overrides)
     try:
         return recipe_from_dict(values)
     except UserError as e:

@@ -94,15 +94,20 @@ def load_exported(path, threads=None):
     return ExportedModel(path, threads)
 
 
+def median_seconds(fn, runs=10, warmup=2):
+    """Median wall-clock seconds of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def latency_ms(model, runs=10, warmup=2):
     """Median milliseconds of one call on a random image (batch 1)."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, model.input_shape).astype(model.input_dtype)
-    for _ in range(warmup):
-        model(image)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        model(image)
-        times.append(time.perf_counter() - start)
-    return 1000 * float(np.median(times))
+    return 1000 * median_seconds(lambda: model(image), runs, warmup)

@@ -85,6 +85,28 @@ def serving_function(model, branch, image_size, input_dtype="uint8",
     return serve, spec, tasks
 
 
+def write_saved_model(model, serve, folder, input_signature=None):
+    """Writes ``serve`` as a SavedModel endpoint ``serve``, tracking ``model``'s variables.
+
+    ``keras.export.ExportArchive`` freezes the Keras 3 variables, so the
+    SavedModel converts to TFLite and loads anywhere without Keras.
+    """
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", serve, input_signature=input_signature)
+    archive.write_out(folder, verbose=False)
+
+
+def output_specs(outputs):
+    """``metadata.json`` entries (name, shape, dtype, meaning) of a dict of outputs."""
+    import numpy as np
+
+    return [{"name": k, "shape": list(np.shape(v)), "dtype": str(np.asarray(v).dtype),
+             "meaning": MEANINGS[k]} for k, v in outputs.items()]
+
+
 def to_raw_pixels(images, image_normalization="unit", input_dtype="uint8"):
     """Inverts the loaders' normalisation: dataset images back to ``[0, 255]`` pixels."""
     import numpy as np

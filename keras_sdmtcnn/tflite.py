@@ -54,17 +54,11 @@ def convert_to_tflite(model, input_shape):
         model: a Keras model.
         input_shape: the full input shape, batch included, e.g. ``(1, 288, 384, 3)``.
     """
-    import keras
+    from keras_sdmtcnn.serving import write_saved_model
 
     with tempfile.TemporaryDirectory() as folder:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint(
-            "serve",
-            lambda x: model(x, training=False),
-            input_signature=[tf.TensorSpec(tuple(input_shape), tf.float32)],
-        )
-        archive.write_out(folder, verbose=False)
+        write_saved_model(model, lambda x: model(x, training=False), folder,
+                          [tf.TensorSpec(tuple(input_shape), tf.float32)])
         return convert_saved_model(folder)
 
 

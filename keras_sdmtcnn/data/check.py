@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from keras_sdmtcnn.data.png import check_png
 from keras_sdmtcnn.errors import UserError
 
 MAX_LISTED = 20
@@ -156,8 +157,6 @@ def check_taskonomy(root, report):
                                     f"point_{point}_view_{view}_domain_{domain}.png")
                 try:
                     bits, channels = taskonomy._EXPECT[key]
-                    from keras_sdmtcnn.data.png import check_png
-
                     check_png(path, bits, channels, key)
                     with Image.open(path) as image:
                         array = np.asarray(image)
