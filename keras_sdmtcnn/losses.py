@@ -24,6 +24,13 @@ Reductions (what "mean" means in each term):
   default to the squared reading: its gradient shrinks as the Student
   approaches the Teacher and is defined at zero.
 
+- ``CauchySchwarzDistillation``: KDAM's Eq. 4-7 (Xu et al., ICCV 2023), the
+  inter-task term averaged over pixels plus the intra-task term averaged over
+  (image, channel) pairs; see the class for how regression maps become
+  distributions.
+- ``FeatureDistance``: Li & Bilen's Eq. 4, the squared Euclidean distance
+  between feature maps L2-normalised over channels, mean over pixels.
+
 A batch with no valid pixel gives a loss of 0 (and no gradient), never NaN.
 """
 
@@ -195,6 +202,103 @@ class L2Distillation(LossTerm):
         return {"reduction": self.reduction}
 
 
+def cauchy_schwarz_divergence(p, q, axis=-1, epsilon=1e-12):
+    """``-log(<p, q> / sqrt(<p, p> <q, q>))`` along ``axis``, for non-negative p, q.
+
+    KDAM's Eq. 4 for discrete distributions (the printed denominator lacks
+    the squares of the standard Cauchy-Schwarz divergence, which this is).
+    Zero exactly when ``p`` is proportional to ``q`` (equal, for
+    distributions), positive otherwise; scale-free in both arguments.
+    """
+    dot = tf.reduce_sum(p * q, axis=axis)
+    norms = tf.reduce_sum(p * p, axis=axis) * tf.reduce_sum(q * q, axis=axis)
+    cosine = (dot + epsilon) / (tf.sqrt(norms) + epsilon)
+    return -tf.math.log(tf.minimum(cosine, 1.0))
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class CauchySchwarzDistillation(LossTerm):
+    """KDAM's distillation (Xu et al., ICCV 2023, Eq. 4-7) for one task.
+
+    Called as ``term(teacher_output, student_output)`` on ``(B, H, W, C)``
+    maps. Both are first made distributions:
+
+    - segmentation (``kind="logits"``): ``softmax(output / T)`` over the
+      classes at each pixel;
+    - regression (``kind="regression"``: depth, normals, keypoints, edges):
+      ``softmax(output / T)`` over the pixels of each image, per channel,
+      a spatial distribution that says where the map is high (the
+      channel-wise distillation reading; the task's values have no class
+      axis to normalise over).
+
+    The **inter-task** term (Eq. 5) is the CS divergence between Teacher and
+    Student along the channel axis, averaged over every pixel of the batch;
+    the **intra-task** term (Eq. 6) is the CS divergence along the pixel axis
+    of each image, averaged over (image, channel) pairs. The paper's
+    instances are the rows of a batch; for dense maps we take the pixels of
+    one image, so the term does not depend on how a batch is split across
+    replicas. For a one-channel regression map the inter term is 0 (there is
+    nothing to compare across channels) and the intra term carries the
+    knowledge. The value is ``inter + intra`` (the summand of Eq. 7).
+    """
+
+    KINDS = ("logits", "regression")
+
+    def __init__(self, kind="logits", temperature=1.0):
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}.")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        self.kind = kind
+        self.temperature = float(temperature)
+
+    def distributions(self, output):
+        """``(B, H*W, C)`` non-negative values that sum to 1 along the normalised axis."""
+        x = tf.cast(output, tf.float32) / self.temperature
+        shape = tf.shape(x)
+        x = tf.reshape(x, [shape[0], -1, shape[-1]])
+        return tf.nn.softmax(x, axis=-1 if self.kind == "logits" else 1)
+
+    def sums(self, y_true, y_pred):
+        p_t, p_s = self.distributions(y_true), self.distributions(y_pred)
+        inter = cauchy_schwarz_divergence(p_s, p_t, axis=-1)  # (B, H*W)
+        intra = cauchy_schwarz_divergence(p_s, p_t, axis=1)  # (B, C)
+        # Two means with their own global counts: inter over pixels, intra
+        # over (image, channel) pairs.
+        return (tf.reduce_sum(inter), _count(inter)), (tf.reduce_sum(intra), _count(intra))
+
+    def __call__(self, y_true, y_pred):
+        (inter, pixels), (intra, pairs) = self.sums(y_true, y_pred)
+        return global_mean(inter, pixels) + global_mean(intra, pairs)
+
+    def get_config(self):
+        return {"kind": self.kind, "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class FeatureDistance(LossTerm):
+    """Li & Bilen's Eq. 4: ``|| a/||a|| - b/||b|| ||^2``, mean over pixels.
+
+    Called as ``term(target_features, adapted_features)`` on ``(B, H, W, C)``
+    maps; each pixel's feature vector is L2-normalised over the channels
+    (as the authors' code does), the squared difference summed over the
+    channels and averaged over the pixels of the batch. Values lie in
+    ``[0, 4]``.
+    """
+
+    def __init__(self, epsilon=1e-12):
+        self.epsilon = float(epsilon)
+
+    def sums(self, y_true, y_pred):
+        a = tf.math.l2_normalize(tf.cast(y_pred, tf.float32), -1, epsilon=self.epsilon)
+        b = tf.math.l2_normalize(tf.cast(y_true, tf.float32), -1, epsilon=self.epsilon)
+        distance = tf.reduce_sum(tf.square(a - b), axis=-1)
+        return tf.reduce_sum(distance), _count(distance)
+
+    def get_config(self):
+        return {"epsilon": self.epsilon}
+
+
 def _count(x):
     return tf.cast(tf.size(x), tf.float32)
 
@@ -206,6 +310,8 @@ LOSSES = {
     "l1": L1,
     "kl": KLDistillation,
     "l2": L2Distillation,
+    "cauchy_schwarz": CauchySchwarzDistillation,
+    "feature_distance": FeatureDistance,
 }
 
 

@@ -9,6 +9,11 @@
 - ``teacher_only``: the Teacher's task losses alone (vanilla SegNet, the
   paper's Baseline-1).
 
+Task losses add up through a weighting (``weighting.py``): equal weights
+(the paper), dynamic weight average or learned uncertainty; the
+distillation terms are added unweighted. ``distillation="cauchy_schwarz"``
+replaces the paper's KL/l2 terms by KDAM's Cauchy-Schwarz divergence.
+
 ``kd_weight=0`` is Baseline-2: distillation terms (and their gradients) are
 zero. By default the Teacher side of a distillation term is detached
 (``stop_gradient``): the Student follows the Teacher, and distillation never
@@ -40,25 +45,51 @@ class Objective:
         task_weights: optional ``{task: weight}`` for the task losses; missing
             tasks weigh 1 (the paper uses equal weights).
         detach_teacher: stop the distillation gradient at the Teacher's output.
-        temperature: softmax temperature of the segmentation KL term.
+        temperature: softmax temperature of the segmentation KL term (and of
+            the Cauchy-Schwarz term).
         regression_kd: reading of Eq. 4: ``"mse"`` or ``"euclidean"``.
+        distillation: ``"paper"`` (KL for segmentation, l2 for regression,
+            Eq. 3-4) or ``"cauchy_schwarz"`` (KDAM Eq. 4-7 for every task).
+        weighting: how task losses add up: ``"equal"`` (the paper), ``"dwa"``
+            or ``"uncertainty"`` (``weighting.py``); the model that compiles
+            the objective owns the weighting's state.
+        dwa_temperature: T of dynamic weight average (2, as MTAN).
     """
 
     name = None
     uses_student = True
+    DISTILLATIONS = ("paper", "cauchy_schwarz")
 
     def __init__(self, kd_weight=1.0, task_weights=None, detach_teacher=True,
-                 temperature=1.0, regression_kd="mse"):
+                 temperature=1.0, regression_kd="mse", distillation="paper",
+                 weighting="equal", dwa_temperature=2.0):
+        from keras_sdmtcnn.weighting import WEIGHTINGS
+
         if kd_weight < 0:
             raise ValueError(f"kd_weight (lambda) must be >= 0, got {kd_weight}.")
+        if distillation not in self.DISTILLATIONS:
+            raise ValueError(
+                f"distillation must be one of {self.DISTILLATIONS}, got {distillation!r}.")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {tuple(WEIGHTINGS)}, got {weighting!r}.")
         self.kd_weight = float(kd_weight)
         self.task_weights = dict(task_weights or {})
         self.detach_teacher = bool(detach_teacher)
         self.temperature = float(temperature)
         self.regression_kd = regression_kd
+        self.distillation_name = distillation
+        self.weighting = weighting
+        self.dwa_temperature = float(dwa_temperature)
         # Validate now, not inside a traced step.
         losses_lib.KLDistillation(self.temperature)
         losses_lib.L2Distillation(self.regression_kd)
+
+    def make_weighting(self, tasks):
+        """The weighting layer for ``tasks`` (built by the model that compiles this)."""
+        from keras_sdmtcnn.weighting import get_weighting
+
+        kwargs = {"temperature": self.dwa_temperature} if self.weighting == "dwa" else {}
+        return get_weighting(self.weighting, tasks, **kwargs)
 
     def task_loss(self, task, ignore_label=-1):
         spec = get_task(task)
@@ -68,6 +99,9 @@ class Objective:
 
     def distillation(self, task):
         spec = get_task(task)
+        if self.distillation_name == "cauchy_schwarz":
+            kind = "logits" if spec.distillation == "kl" else "regression"
+            return losses_lib.CauchySchwarzDistillation(kind, self.temperature)
         if spec.distillation == "kl":
             return losses_lib.KLDistillation(self.temperature)
         return losses_lib.L2Distillation(self.regression_kd)
@@ -86,6 +120,10 @@ class Objective:
                 names += [f"{task}_ensemble_loss"]
         return names
 
+    def weighted_terms(self, task):
+        """The logged terms whose sum is the task loss that the weighting weighs."""
+        return [f"{task}_teacher_loss"]
+
     def _kd_terms(self, y_pred, task):
         teacher = y_pred[output_name(task, "teacher")]
         student = y_pred[output_name(task, "student")]
@@ -93,8 +131,26 @@ class Objective:
             teacher = tf.stop_gradient(teacher)
         return self.kd_weight * self.distillation(task)(teacher, student)
 
-    def __call__(self, y_true, y_pred, tasks, ignore_label=-1):
+    def _task_terms(self, task, y_true, y_pred, loss):
+        """``(logged terms, this task's loss before weighting, its distillation)``."""
         raise NotImplementedError
+
+    def __call__(self, y_true, y_pred, tasks, ignore_label=-1, weighting=None):
+        """The terms of the objective; ``weighting`` defaults to equal weights."""
+        terms, task_losses, total = {}, {}, 0.0
+        for task in tasks:
+            logged, task_loss, kd = self._task_terms(
+                task, y_true, y_pred, self.task_loss(task, ignore_label))
+            terms.update(logged)
+            task_losses[task] = self.weight(task) * task_loss
+            if kd is not None:
+                total += kd
+        if weighting is None:
+            total += tf.add_n(list(task_losses.values()))
+        else:
+            total += weighting.weigh(task_losses)[0]
+        terms["loss"] = total
+        return terms
 
     def get_config(self):
         return {
@@ -103,6 +159,9 @@ class Objective:
             "detach_teacher": self.detach_teacher,
             "temperature": self.temperature,
             "regression_kd": self.regression_kd,
+            "distillation": self.distillation_name,
+            "weighting": self.weighting,
+            "dwa_temperature": self.dwa_temperature,
         }
 
     @classmethod
@@ -116,19 +175,17 @@ class SeparateObjective(Objective):
 
     name = "separate"
 
-    def __call__(self, y_true, y_pred, tasks, ignore_label=-1):
-        terms, total = {}, 0.0
-        for task in tasks:
-            loss = self.task_loss(task, ignore_label)
-            w = self.weight(task)
-            for branch in ("teacher", "student"):
-                value = loss(y_true[task], y_pred[output_name(task, branch)])
-                terms[f"{task}_{branch}_loss"] = value
-                total += w * value
-            terms[f"{task}_kd_loss"] = self._kd_terms(y_pred, task)
-            total += terms[f"{task}_kd_loss"]
-        terms["loss"] = total
-        return terms
+    def weighted_terms(self, task):
+        return [f"{task}_teacher_loss", f"{task}_student_loss"]
+
+    def _task_terms(self, task, y_true, y_pred, loss):
+        terms = {}
+        for branch in ("teacher", "student"):
+            terms[f"{task}_{branch}_loss"] = loss(
+                y_true[task], y_pred[output_name(task, branch)])
+        terms[f"{task}_kd_loss"] = self._kd_terms(y_pred, task)
+        task_loss = terms[f"{task}_teacher_loss"] + terms[f"{task}_student_loss"]
+        return terms, task_loss, terms[f"{task}_kd_loss"]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -137,22 +194,19 @@ class EnsembleObjective(Objective):
 
     name = "ensemble"
 
-    def __call__(self, y_true, y_pred, tasks, ignore_label=-1):
-        terms, total = {}, 0.0
-        for task in tasks:
-            loss = self.task_loss(task, ignore_label)
-            teacher = y_pred[output_name(task, "teacher")]
-            student = y_pred[output_name(task, "student")]
-            for branch, pred in (("teacher", teacher), ("student", student)):
-                terms[f"{task}_{branch}_loss"] = tf.stop_gradient(
-                    loss(y_true[task], pred)
-                )
-            value = loss(y_true[task], average_prediction(task, teacher, student))
-            terms[f"{task}_ensemble_loss"] = value
-            terms[f"{task}_kd_loss"] = self._kd_terms(y_pred, task)
-            total += self.weight(task) * value + terms[f"{task}_kd_loss"]
-        terms["loss"] = total
-        return terms
+    def weighted_terms(self, task):
+        return [f"{task}_ensemble_loss"]
+
+    def _task_terms(self, task, y_true, y_pred, loss):
+        terms = {}
+        teacher = y_pred[output_name(task, "teacher")]
+        student = y_pred[output_name(task, "student")]
+        for branch, pred in (("teacher", teacher), ("student", student)):
+            terms[f"{task}_{branch}_loss"] = tf.stop_gradient(loss(y_true[task], pred))
+        value = loss(y_true[task], average_prediction(task, teacher, student))
+        terms[f"{task}_ensemble_loss"] = value
+        terms[f"{task}_kd_loss"] = self._kd_terms(y_pred, task)
+        return terms, value, terms[f"{task}_kd_loss"]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -162,16 +216,9 @@ class TeacherOnlyObjective(Objective):
     name = "teacher_only"
     uses_student = False
 
-    def __call__(self, y_true, y_pred, tasks, ignore_label=-1):
-        terms, total = {}, 0.0
-        for task in tasks:
-            value = self.task_loss(task, ignore_label)(
-                y_true[task], y_pred[output_name(task, "teacher")]
-            )
-            terms[f"{task}_teacher_loss"] = value
-            total += self.weight(task) * value
-        terms["loss"] = total
-        return terms
+    def _task_terms(self, task, y_true, y_pred, loss):
+        value = loss(y_true[task], y_pred[output_name(task, "teacher")])
+        return {f"{task}_teacher_loss": value}, value, None
 
 
 def average_prediction(task, teacher, student):

@@ -66,9 +66,12 @@ class MultiTaskTrainer(keras.Model):
             run_eagerly=run_eagerly,
         )
         self.objective = objective
+        # The weighting's state (DWA history, learned log-variances) is part
+        # of the model: tracked here, saved in checkpoints, restored on resume.
+        self.loss_weighting = objective.make_weighting(list(self.tasks))
         self._term_trackers = {
             name: keras.metrics.Mean(name=name)
-            for name in objective.term_names(self.tasks)
+            for name in objective.term_names(self.tasks) + self.extra_term_names()
         }
         self._task_metrics = [
             (task, branch, make_task_metric(
@@ -78,13 +81,54 @@ class MultiTaskTrainer(keras.Model):
             for branch in self.branches
         ]
 
+    def branch_model(self, branch):
+        """A sub-model of one branch (``"teacher"`` or ``"student"``), sharing weights."""
+        raise NotImplementedError
+
+    def teacher_model(self):
+        """The Teacher: encoder and attention decoders (shares weights)."""
+        return self.branch_model("teacher")
+
+    def student_model(self):
+        """The Student: encoder and deconvolution heads (shares weights)."""
+        return self.branch_model("student")
+
+    def _check_branch(self, branch):
+        if branch not in self.branches:
+            raise ValueError(f"branch must be one of {self.branches}, got {branch!r}.")
+
     @property
     def metrics(self):
         trackers = list(getattr(self, "_term_trackers", {}).values())
         return trackers + [m for _, _, m in getattr(self, "_task_metrics", [])]
 
+    def extra_term_names(self):
+        """Names of terms a subclass adds to the objective's (see ``extra_terms``)."""
+        return []
+
+    def extra_terms(self, y, y_pred):
+        """Terms a subclass adds to the objective's; each also adds to ``loss``."""
+        return {}
+
     def _terms(self, y, y_pred):
-        return self.objective(y, y_pred, self.tasks, self.ignore_label)
+        terms = self.objective(y, y_pred, self.tasks, self.ignore_label,
+                               weighting=self.loss_weighting)
+        extra = self.extra_terms(y, y_pred)
+        if extra:
+            terms["loss"] = terms["loss"] + tf.add_n(list(extra.values()))
+            terms.update(extra)
+        return terms
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """``keras.Model.fit``, plus the epoch-end update of an adaptive weighting."""
+        from keras_sdmtcnn.weighting import EpochEndWeighting, EqualWeighting
+
+        callbacks = list(callbacks or [])
+        weighting = getattr(self, "loss_weighting", None)
+        if weighting is not None and not isinstance(weighting, EqualWeighting):
+            keys = {t: self.objective.weighted_terms(t) for t in self.tasks}
+            callbacks.insert(0, EpochEndWeighting(weighting, keys))
+        return super().fit(*args, callbacks=callbacks, **kwargs)
 
     def _track(self, terms):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
