@@ -6,10 +6,11 @@ from keras_sdmtcnn.model import SDMTCNN
 from keras_sdmtcnn.objectives import get_objective
 
 
-def build_model(recipe, num_classes, ignore_label, replicas=1):
+def model_config(recipe, num_classes, ignore_label, replicas=1):
+    """The ``SDMTCNN`` constructor arguments of a recipe."""
     m = recipe.model
     synchronized = m.synchronized_bn if m.synchronized_bn is not None else replicas > 1
-    return SDMTCNN(
+    return dict(
         tasks=list(recipe.data.tasks),
         num_classes=num_classes,
         ignore_label=ignore_label,
@@ -22,8 +23,48 @@ def build_model(recipe, num_classes, ignore_label, replicas=1):
         attention=m.attention,
         student_filters=m.student_filters,
         synchronized_bn=synchronized,
-        name="sdmtcnn",
     )
+
+
+def build_model(recipe, num_classes, ignore_label, replicas=1, teacher_runs=None):
+    """The recipe's model: an SD-MTCNN, or one of the distillation wrappers.
+
+    ``teacher_runs`` overrides where the frozen teachers come from (``fit``
+    passes stage 1's run directory for ``frozen_teacher: train``). Teacher
+    weights are copied in here; the runs are checked first (``teachers.py``).
+    """
+    config = model_config(recipe, num_classes, ignore_label, replicas)
+    objective = recipe.objective
+    if objective.frozen_teacher is not None:
+        from keras_sdmtcnn.frozen_teacher import FrozenTeacherStudent
+        from keras_sdmtcnn.teachers import check_frozen_teacher, load_model_config
+
+        run_dir = (teacher_runs or {}).get("frozen_teacher", objective.frozen_teacher)
+        check_frozen_teacher(recipe, run_dir)
+        trained, teacher_config = load_model_config(run_dir)
+        if teacher_config["num_classes"] != config["num_classes"]:
+            from keras_sdmtcnn.errors import UserError
+
+            raise UserError(
+                f"objective.frozen_teacher: {run_dir} predicts {teacher_config['num_classes']} "
+                f"classes, this recipe's data has {config['num_classes']}.")
+        teacher_config["synchronized_bn"] = config["synchronized_bn"]
+        model = FrozenTeacherStudent(teacher_config, config, name="two_stage")
+        model.load_teacher(trained)
+        return model
+    if objective.feature_teachers:
+        from keras_sdmtcnn.feature_distillation import FeatureDistillationModel
+        from keras_sdmtcnn.teachers import check_feature_teachers, load_model_config
+
+        check_feature_teachers(recipe)
+        trained, configs = {}, {}
+        for task, run_dir in objective.feature_teachers.items():
+            trained[task], configs[task] = load_model_config(run_dir)
+        model = FeatureDistillationModel(config, configs, objective.feature_weights,
+                                         name="feature_distilled")
+        model.load_teachers(trained)
+        return model
+    return SDMTCNN(**config, name="sdmtcnn")
 
 
 def build_optimizer(training):
@@ -42,10 +83,13 @@ def build_objective(objective):
         detach_teacher=objective.detach_teacher,
         temperature=objective.temperature,
         regression_kd=objective.regression_kd,
+        distillation=objective.distillation,
+        weighting=objective.weighting,
+        dwa_temperature=objective.dwa_temperature,
     )
 
 
-def compiled_model(recipe, num_classes, ignore_label, replicas=1):
-    model = build_model(recipe, num_classes, ignore_label, replicas)
+def compiled_model(recipe, num_classes, ignore_label, replicas=1, teacher_runs=None):
+    model = build_model(recipe, num_classes, ignore_label, replicas, teacher_runs)
     model.compile(build_optimizer(recipe.training), build_objective(recipe.objective))
     return model

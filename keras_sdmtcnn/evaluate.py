@@ -50,7 +50,7 @@ def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
     """Loads ``(model, recipe, {split: dataset})`` of a run or model file."""
     import keras
 
-    import keras_sdmtcnn.model  # noqa: F401  (registers the classes)
+    import keras_sdmtcnn.registry  # noqa: F401  (registers the classes)
     from keras_sdmtcnn.data import build_datasets
     from keras_sdmtcnn.recipes import load_recipe
 

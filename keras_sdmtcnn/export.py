@@ -95,7 +95,7 @@ def export(source, branch="student", fmt="tflite", quantize="none", out_dir=None
     import keras
     import tensorflow as tf
 
-    import keras_sdmtcnn.model  # noqa: F401  (registers the classes)
+    import keras_sdmtcnn.registry  # noqa: F401  (registers the classes)
     from keras_sdmtcnn.evaluate import resolve
     from keras_sdmtcnn.io import atomic_write_json
     from keras_sdmtcnn.recipes import load_recipe, recipe_to_dict

@@ -14,6 +14,8 @@ epoch (one line per epoch), and fills the run directory::
     RUN_DIR/student.keras          the Student sub-model, at the end
     RUN_DIR/curves.png             training curves, at the end
     RUN_DIR/run.json               status: running | failed | complete
+    RUN_DIR/stage1_teacher/        with objective.frozen_teacher: train, the
+                                   stage-1 Teacher run (the same layout)
 
 Every file is written atomically. ``run.json`` says ``complete`` only when
 everything is written; a failed run says ``failed`` and why. Running the same
@@ -68,6 +70,49 @@ def _resume_state(run_dir, recipe, overwrite):
     return state
 
 
+def check_teachers(recipe):
+    """Checks the frozen-teacher runs a recipe names, before anything else runs."""
+    from keras_sdmtcnn.teachers import check_feature_teachers, check_frozen_teacher
+
+    if recipe.objective.frozen_teacher not in (None, "train"):
+        check_frozen_teacher(recipe, recipe.objective.frozen_teacher)
+    if recipe.objective.feature_teachers:
+        check_feature_teachers(recipe)
+
+
+def stage1_recipe(recipe):
+    """Baseline-3's first stage: the same recipe, training the Teacher alone."""
+    import copy
+
+    stage1 = copy.deepcopy(recipe)
+    stage1.name = f"{recipe.name}_stage1_teacher"
+    stage1.objective.name = "teacher_only"
+    stage1.objective.frozen_teacher = None
+    stage1.output.run_dir = None
+    return stage1
+
+
+def _train_stage1(recipe, run_dir, overwrite):
+    stage1_dir = os.path.join(run_dir, "stage1_teacher")
+    status_path = os.path.join(stage1_dir, "run.json")
+    done = False
+    if os.path.exists(status_path) and not overwrite:
+        with open(status_path) as f:
+            done = json.load(f).get("status") == "complete"
+    if recipe.output.verbose:
+        print(f"Stage 1 of 2: the Teacher alone, in {stage1_dir}"
+              + (" (finished earlier)" if done else ""))
+    if not done:
+        fit(stage1_recipe(recipe), stage1_dir, overwrite)
+        import keras
+
+        keras.backend.clear_session()
+    if recipe.output.verbose:
+        print(f"Stage 2 of 2: a Student from scratch, distilled from the frozen Teacher of "
+              f"{stage1_dir}")
+    return stage1_dir
+
+
 def fit(recipe, run_dir=None, overwrite=False):
     """Trains the recipe's model; returns ``(model, history, run_dir)``.
 
@@ -96,6 +141,10 @@ def fit(recipe, run_dir=None, overwrite=False):
     status_path = os.path.join(run_dir, "run.json")
     os.makedirs(run_dir, exist_ok=True)
     state = _resume_state(run_dir, recipe, overwrite)
+    check_teachers(recipe)
+    teacher_runs = None
+    if recipe.objective.frozen_teacher == "train":
+        teacher_runs = {"frozen_teacher": _train_stage1(recipe, run_dir, overwrite)}
     for name in ("model.keras", "student.keras", "curves.png"):
         if os.path.exists(os.path.join(run_dir, name)):
             os.remove(os.path.join(run_dir, name))
@@ -126,11 +175,12 @@ def fit(recipe, run_dir=None, overwrite=False):
                                         initial_epoch=initial_epoch)
         with strategy.scope():
             if state is not None:
-                import keras_sdmtcnn.model  # noqa: F401  (registers the classes)
+                import keras_sdmtcnn.registry  # noqa: F401  (registers the classes)
 
                 model = keras.models.load_model(state["path"])
             else:
-                model = compiled_model(recipe, info.num_classes, info.ignore_label, replicas)
+                model = compiled_model(recipe, info.num_classes, info.ignore_label, replicas,
+                                       teacher_runs)
         tasks = list(recipe.data.tasks)
         recorder = RunRecorder(run_dir, recipe.output.monitor, history, best)
         callbacks = [recorder, ProgressLogger(tasks, training.epochs, info.steps_per_epoch,

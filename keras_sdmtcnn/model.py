@@ -56,6 +56,9 @@ class SDMTCNN(MultiTaskTrainer):
         task_channels: optional ``{task: channels}``; must agree with the
             task (it is a check, for recipes that state channels).
         synchronized_bn: synchronise BatchNorm statistics across replicas.
+        branches: which branches to build: both (default), or only
+            ``["student"]`` (the Student network of traditional two-stage
+            distillation) or ``["teacher"]``.
 
     Example:
         >>> model = SDMTCNN(["semantic", "depth"], num_classes=13,
@@ -85,9 +88,13 @@ class SDMTCNN(MultiTaskTrainer):
         student_filters=(128, 64, 32, 16),
         task_channels=None,
         synchronized_bn=False,
+        branches=BRANCHES,
         **kwargs,
     ):
         tasks = validate_tasks(tasks)
+        branches = tuple(branches)
+        if not branches or any(b not in BRANCHES for b in branches):
+            raise ValueError(f"branches must be a non-empty subset of {BRANCHES}, got {branches}.")
         encoder_filters = tuple(int(f) for f in encoder_filters)
         encoder_depths = tuple(int(d) for d in encoder_depths)
         student_filters = tuple(int(f) for f in student_filters)
@@ -97,7 +104,6 @@ class SDMTCNN(MultiTaskTrainer):
             encoder_filters, encoder_depths, bottleneck_filters, decoder,
             student_filters, task_channels,
         )
-        stages = len(encoder_filters)
         enc_filters = [scaled(f, width_multiplier) for f in encoder_filters]
         neck_filters = scaled(bottleneck_filters, width_multiplier)
         head_filters = [scaled(f, width_multiplier) for f in student_filters]
@@ -119,40 +125,19 @@ class SDMTCNN(MultiTaskTrainer):
         for task in tasks:
             spec = get_task(task)
             channels = num_classes if spec.channels is None else spec.channels
-            # === Teacher decoder ===
-            prefix = f"{task}_teacher"
-            y = blocks.conv_bn_relu(
-                bottleneck, enc_filters[-1], f"{prefix}_entry_conv1",
-                synchronized_bn=synchronized_bn,
-            )
-            for i in range(stages, 0, -1):
-                name = f"{prefix}_decoder{i}"
-                skip = pre_pool[i - 1]
-                if decoder == "segnet":
-                    y = blocks.MaskUnpool2D(name=f"{name}_unpool")(
-                        [y, skip, pooled[i - 1]]
-                    )
-                else:
-                    y = layers.UpSampling2D(2, name=f"{name}_upsample")(y)
-                    y = layers.Concatenate(name=f"{name}_skip")([y, skip])
-                out_filters = enc_filters[max(i - 2, 0)]
-                filters = [enc_filters[i - 1]] * (encoder_depths[i - 1] - 1)
-                y = blocks.conv_stack(y, filters + [out_filters], name, synchronized_bn)
-                if attention:
-                    y = blocks.attention_gate(
-                        y, skip, f"{name}_attention", synchronized_bn
-                    )
-            outputs[output_name(task, "teacher")] = blocks.output_layer(
-                y, channels, spec.activation, prefix
-            )
-            # === Student head ===
-            prefix = f"{task}_student"
-            z = bottleneck
-            for j, f in enumerate(head_filters, start=1):
-                z = blocks.deconv_bn_relu(z, f, f"{prefix}_deconv{j}", synchronized_bn)
-            outputs[output_name(task, "student")] = blocks.output_layer(
-                z, channels, spec.activation, prefix
-            )
+            if "teacher" in branches:
+                outputs[output_name(task, "teacher")] = _teacher_decoder(
+                    task, bottleneck, pre_pool, pooled, enc_filters, encoder_depths,
+                    decoder, attention, channels, synchronized_bn)
+            if "student" in branches:
+                # === Student head ===
+                prefix = f"{task}_student"
+                z = bottleneck
+                for j, f in enumerate(head_filters, start=1):
+                    z = blocks.deconv_bn_relu(z, f, f"{prefix}_deconv{j}", synchronized_bn)
+                outputs[output_name(task, "student")] = blocks.output_layer(
+                    z, channels, spec.activation, prefix
+                )
 
         super().__init__(inputs=image, outputs=outputs, **kwargs)
 
@@ -171,7 +156,7 @@ class SDMTCNN(MultiTaskTrainer):
         self.student_filters = student_filters
         self.task_channels = dict(task_channels or {})
         self.synchronized_bn = bool(synchronized_bn)
-        self.branches = BRANCHES
+        self.branches = branches
 
     def get_config(self):
         return {
@@ -191,6 +176,7 @@ class SDMTCNN(MultiTaskTrainer):
             "student_filters": list(self.student_filters),
             "task_channels": self.task_channels,
             "synchronized_bn": self.synchronized_bn,
+            "branches": list(self.branches),
         }
 
     @classmethod
@@ -203,21 +189,41 @@ class SDMTCNN(MultiTaskTrainer):
         Its outputs are the dict ``{task}_{branch}`` of this model; it is a
         plain ``keras.Model`` (saves, converts and exports like any other).
         """
-        if branch not in BRANCHES:
-            raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}.")
+        self._check_branch(branch)
         outputs = {
             output_name(t, branch): self.get_layer(output_name(t, branch)).output
             for t in self.tasks
         }
         return keras.Model(self.inputs[0], outputs, name=f"{self.name}_{branch}")
 
-    def teacher_model(self):
-        """The Teacher: encoder and attention decoders (shares weights)."""
-        return self.branch_model("teacher")
+    def encoder_model(self):
+        """The shared encoder up to the bottleneck features (shares weights)."""
+        return keras.Model(self.inputs[0], self.get_layer("bottleneck_conv1_relu").output,
+                           name=f"{self.name}_encoder")
 
-    def student_model(self):
-        """The Student: encoder and deconvolution heads (shares weights)."""
-        return self.branch_model("student")
+
+
+def _teacher_decoder(task, bottleneck, pre_pool, pooled, enc_filters, encoder_depths,
+                     decoder, attention, channels, synchronized_bn):
+    """One task's Teacher decoder: unpooling (or upsampling) blocks with attention."""
+    prefix = f"{task}_teacher"
+    y = blocks.conv_bn_relu(
+        bottleneck, enc_filters[-1], f"{prefix}_entry_conv1", synchronized_bn=synchronized_bn,
+    )
+    for i in range(len(enc_filters), 0, -1):
+        name = f"{prefix}_decoder{i}"
+        skip = pre_pool[i - 1]
+        if decoder == "segnet":
+            y = blocks.MaskUnpool2D(name=f"{name}_unpool")([y, skip, pooled[i - 1]])
+        else:
+            y = layers.UpSampling2D(2, name=f"{name}_upsample")(y)
+            y = layers.Concatenate(name=f"{name}_skip")([y, skip])
+        out_filters = enc_filters[max(i - 2, 0)]
+        filters = [enc_filters[i - 1]] * (encoder_depths[i - 1] - 1)
+        y = blocks.conv_stack(y, filters + [out_filters], name, synchronized_bn)
+        if attention:
+            y = blocks.attention_gate(y, skip, f"{name}_attention", synchronized_bn)
+    return blocks.output_layer(y, channels, get_task(task).activation, prefix)
 
 
 def _check_arguments(tasks, num_classes, image_size, input_channels,

@@ -137,7 +137,7 @@ def predictors(model_path, recipe_path=None):
     import keras
     import tensorflow as tf
 
-    import keras_sdmtcnn.model  # noqa: F401
+    import keras_sdmtcnn.registry  # noqa: F401  (registers the classes)
     from keras_sdmtcnn.evaluate import resolve
     from keras_sdmtcnn.recipes import load_recipe
     from keras_sdmtcnn.serving import serving_function

@@ -149,7 +149,7 @@ output: {{tensorboard: false}}
 def _final_weights(run_dir):
     import keras
 
-    import keras_sdmtcnn.model  # noqa: F401
+    import keras_sdmtcnn.registry  # noqa: F401  (registers the classes)
 
     return keras.models.load_model(os.path.join(run_dir, "model.keras")).get_weights()
 

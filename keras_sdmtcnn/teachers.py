@@ -1,0 +1,110 @@
+"""Trained runs used as frozen teachers: finding, checking and loading them.
+
+Two methods distil from a run trained earlier with this library:
+
+- traditional two-stage distillation (the paper's Baseline-3) and KDAM from
+  a separately trained teacher: ``objective.frozen_teacher: RUN_DIR``, a
+  multi-task run on the same tasks and input size;
+- Li & Bilen's feature distillation: ``objective.feature_teachers: {task:
+  RUN_DIR}``, single-task runs, one per task, at the same input size.
+
+Every check here runs before any training starts and names the recipe key,
+the run directory and what to do.
+"""
+
+import os
+
+import yaml
+
+from keras_sdmtcnn.errors import UserError
+
+
+def teacher_run_info(run_dir, key):
+    """``(recipe dict, model.keras path)`` of a finished run, or a clear error."""
+    import json
+
+    status_path = os.path.join(run_dir, "run.json")
+    model_path = os.path.join(run_dir, "model.keras")
+    recipe_path = os.path.join(run_dir, "recipe.yaml")
+    if not os.path.isdir(run_dir):
+        raise UserError(
+            f"{key}: the teacher run {run_dir} does not exist. Train it first "
+            f"(python -m keras_sdmtcnn.fit RECIPE --run-dir {run_dir}) or fix the path.")
+    status = {}
+    if os.path.exists(status_path):
+        with open(status_path) as f:
+            status = json.load(f)
+    if status.get("status") != "complete" or not os.path.exists(model_path):
+        raise UserError(
+            f"{key}: {run_dir} is not a finished run (run.json says "
+            f"{status.get('status', 'nothing')!r}); finish training it first.")
+    with open(recipe_path) as f:
+        return yaml.safe_load(f), model_path
+
+
+def _finished_recipe(run_dir, key):
+    return teacher_run_info(run_dir, key)[0]
+
+
+def check_frozen_teacher(recipe, run_dir, lookup=_finished_recipe):
+    """The multi-task teacher run must have this recipe's tasks and input size.
+
+    ``lookup(run_dir, key)`` gives the teacher's recipe as a dict (default:
+    from a finished run on disk; the experiment runner also knows the runs
+    its plan will train first).
+    """
+    key = "objective.frozen_teacher"
+    values = lookup(run_dir, key)
+    _same(key, run_dir, "data.tasks", values["data"]["tasks"], list(recipe.data.tasks))
+    _same(key, run_dir, "data.image_size", values["data"]["image_size"],
+          list(recipe.data.image_size))
+    return values
+
+
+def check_feature_teachers(recipe, lookup=_finished_recipe):
+    """Each single-task teacher: a finished run on exactly its task, at this input size."""
+    key = "objective.feature_teachers"
+    found = {}
+    for task, run_dir in recipe.objective.feature_teachers.items():
+        values = lookup(run_dir, f"{key}.{task}")
+        if list(values["data"]["tasks"]) != [task]:
+            raise UserError(
+                f"{key}.{task}: {run_dir} was trained on tasks {values['data']['tasks']}, "
+                f"not on [{task}] alone; point it at a single-task run of {task!r} "
+                f"(e.g. recipes/paper/<dataset>/single_{task}.yaml).")
+        _same(f"{key}.{task}", run_dir, "data.image_size", values["data"]["image_size"],
+              list(recipe.data.image_size))
+        found[task] = values
+    return found
+
+
+def _same(key, run_dir, field, theirs, ours):
+    if list(theirs) != list(ours):
+        raise UserError(
+            f"{key}: {run_dir} was trained with {field} {list(theirs)}, this recipe has "
+            f"{list(ours)}; train the teacher with the same {field}.")
+
+
+def load_model_config(run_dir):
+    """The saved model's constructor config (without name and trainable)."""
+    import keras
+
+    import keras_sdmtcnn.registry  # noqa: F401  (registers the classes)
+
+    model = keras.models.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    config = {k: v for k, v in model.get_config().items() if k not in ("name", "trainable")}
+    return model, config
+
+
+def copy_weights(source, target):
+    """Copies every weight of ``source``'s layers into ``target``'s same-named layers."""
+    by_name = {layer.name: layer for layer in target.layers}
+    copied = 0
+    for layer in source.layers:
+        if layer.weights and layer.name in by_name:
+            by_name[layer.name].set_weights(layer.get_weights())
+            copied += len(layer.weights)
+    if copied != len(target.weights):
+        raise ValueError(
+            f"Copied {copied} of {len(target.weights)} weights from {source.name} into "
+            f"{target.name}: the architectures differ.")
