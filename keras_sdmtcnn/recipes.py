@@ -1,6 +1,8 @@
 """Recipes: a typed schema of dataclasses, YAML loading, ``--set`` overrides, checks.
 
-A recipe has five sections (``data``, ``model``, ``objective``,
+A recipe may start from another with ``base: OTHER.yaml`` (a path relative
+to the recipe): its sections are merged key by key, the recipe's own values
+winning (``recipes/paper/`` is written that way). A recipe has five sections (``data``, ``model``, ``objective``,
 ``training``, ``output``) whose fields all have defaults; a YAML file only
 overrides fields. An unknown key, a value of the wrong type or an impossible
 value raises :class:`~keras_sdmtcnn.errors.UserError` naming the key path
@@ -85,6 +87,17 @@ class ObjectiveConfig:
     regression_kd: str = "mse"  # mse | euclidean (reading of Eq. 4)
     detach_teacher: bool = True
     task_weights: dict = dataclasses.field(default_factory=dict)
+    distillation: str = "paper"  # paper (KL + l2, Eq. 3-4) | cauchy_schwarz (KDAM Eq. 4-7)
+    weighting: str = "equal"  # equal (the paper) | dwa | uncertainty
+    dwa_temperature: float = 2.0
+    # null: self-distillation (SD-MTCNN). "train": traditional two-stage KD
+    # (Baseline-3): stage 1 trains the Teacher (teacher_only) in
+    # RUN_DIR/stage1_teacher, stage 2 a Student network from scratch with it
+    # frozen. A run directory: that finished run's Teacher, frozen.
+    frozen_teacher: str | None = None
+    # Li & Bilen feature distillation: {task: finished single-task run directory}.
+    feature_teachers: dict = dataclasses.field(default_factory=dict)
+    feature_weights: dict = dataclasses.field(default_factory=dict)  # lambda_t (default 1)
 
 
 @dataclasses.dataclass
@@ -130,6 +143,8 @@ CHOICES = {
     "model.decoder": ("segnet", "unet"),
     "objective.name": tuple(OBJECTIVES),
     "objective.regression_kd": ("mse", "euclidean"),
+    "objective.distillation": ("paper", "cauchy_schwarz"),
+    "objective.weighting": ("equal", "dwa", "uncertainty"),
     "training.optimizer": ("adam", "adamw", "sgd"),
     "training.distribute": ("auto", "none", "mirrored", "multi_worker"),
     "training.mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
@@ -235,26 +250,62 @@ def apply_overrides(values, overrides):
     return values
 
 
+def read_yaml_mapping(path, what):
+    """The mapping in a YAML file, or a :class:`UserError` naming the file."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} file {path} does not exist.")
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} {path} is not valid YAML: {e}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{what} {path} must be a mapping of keys, got {type(values).__name__}.")
+    return values
+
+
 def load_recipe(path, overrides=()):
     """Loads a YAML recipe, applies ``--set`` overrides and validates it.
 
     The recipe's ``name`` defaults to the file's stem.
     """
-    if not os.path.isfile(path):
-        raise UserError(f"Recipe file {path} does not exist.")
-    try:
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"Recipe {path} is not valid YAML: {e}") from None
-    if not isinstance(values, dict):
-        raise UserError(f"Recipe {path} must be a mapping of sections, got {type(values).__name__}.")
+    values = read_yaml_mapping(path, "Recipe")
+    values = _with_base(values, path, seen=(os.path.abspath(path),))
     values.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     apply_overrides(values, overrides)
     try:
         return recipe_from_dict(values)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
+
+
+def _merge(base, child):
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key not in (
+                "task_weights", "feature_teachers", "feature_weights"):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _with_base(values, path, seen):
+    """Resolves ``base: OTHER.yaml`` (relative to the file): the child overrides it."""
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise UserError(f"{path}: base must be the path of another recipe, got {base!r}.")
+    base_path = os.path.normpath(os.path.join(os.path.dirname(path), base))
+    if os.path.abspath(base_path) in seen:
+        raise UserError(f"{path}: base {base} includes itself.")
+    if not os.path.isfile(base_path):
+        raise UserError(f"{path}: base recipe {base_path} does not exist.")
+    parent = read_yaml_mapping(base_path, "Recipe")
+    parent.pop("name", None)
+    parent = _with_base(parent, base_path, seen + (os.path.abspath(base_path),))
+    return _merge(parent, values)
 
 
 def save_recipe(recipe, path):
@@ -345,6 +396,31 @@ def validate(recipe):
             raise UserError(
                 f"objective.task_weights names {task!r}, which is not in data.tasks {data.tasks}."
             )
+    objective = recipe.objective
+    if objective.dwa_temperature <= 0:
+        raise UserError(f"objective.dwa_temperature must be > 0, got {objective.dwa_temperature}.")
+    if objective.frozen_teacher is not None:
+        if objective.name == "teacher_only":
+            raise UserError(
+                "objective.frozen_teacher distils into a Student: use objective.name "
+                "separate or ensemble with it, not teacher_only.")
+        if objective.feature_teachers:
+            raise UserError(
+                "objective.frozen_teacher and objective.feature_teachers are two methods; "
+                "set one of them.")
+    for key in ("feature_teachers", "feature_weights"):
+        for task, value in getattr(objective, key).items():
+            if task not in data.tasks:
+                raise UserError(
+                    f"objective.{key} names {task!r}, which is not in data.tasks {data.tasks}.")
+            if key == "feature_teachers" and not isinstance(value, str):
+                raise UserError(
+                    f"objective.feature_teachers.{task} must be a run directory, got {value!r}.")
+            if key == "feature_weights" and (isinstance(value, bool)
+                                             or not isinstance(value, (int, float))
+                                             or value < 0):
+                raise UserError(
+                    f"objective.feature_weights.{task} must be a number >= 0, got {value!r}.")
     if training.epochs < 1:
         raise UserError(f"training.epochs must be >= 1, got {training.epochs}.")
     if training.batch_size < 1:
