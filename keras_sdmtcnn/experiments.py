@@ -162,7 +162,7 @@ def resolve_recipes(plan):
     """``{(run name, seed): Recipe}``, every recipe loaded and checked, teachers included."""
     from keras_sdmtcnn.recipes import load_recipe, recipe_to_dict
     from keras_sdmtcnn.teachers import (
-        _finished_recipe, check_feature_teachers, check_frozen_teacher)
+        finished_run_recipe, check_feature_teachers, check_frozen_teacher)
 
     recipes, order = {}, [r.name for r in plan.runs]
     for seed in plan.seeds:
@@ -190,7 +190,7 @@ def resolve_recipes(plan):
                 if known is not None:
                     return known
                 try:
-                    return _finished_recipe(run_dir, key)
+                    return finished_run_recipe(run_dir, key)
                 except UserError as e:
                     raise UserError(f"Plan run {run.name}: {e}") from None
 

@@ -42,11 +42,12 @@ def teacher_run_info(run_dir, key):
         return yaml.safe_load(f), model_path
 
 
-def _finished_recipe(run_dir, key):
+def finished_run_recipe(run_dir, key):
+    """The recipe (as a dict) of a finished run, or a clear error."""
     return teacher_run_info(run_dir, key)[0]
 
 
-def check_frozen_teacher(recipe, run_dir, lookup=_finished_recipe):
+def check_frozen_teacher(recipe, run_dir, lookup=finished_run_recipe):
     """The multi-task teacher run must have this recipe's tasks and input size.
 
     ``lookup(run_dir, key)`` gives the teacher's recipe as a dict (default:
@@ -61,7 +62,7 @@ def check_frozen_teacher(recipe, run_dir, lookup=_finished_recipe):
     return values
 
 
-def check_feature_teachers(recipe, lookup=_finished_recipe):
+def check_feature_teachers(recipe, lookup=finished_run_recipe):
     """Each single-task teacher: a finished run on exactly its task, at this input size."""
     key = "objective.feature_teachers"
     found = {}
