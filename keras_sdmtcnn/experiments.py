@@ -162,7 +162,7 @@ def resolve_recipes(plan):
     """``{(run name, seed): Recipe}``, every recipe loaded and checked, teachers included."""
     from keras_sdmtcnn.recipes import load_recipe, recipe_to_dict
     from keras_sdmtcnn.teachers import (
-        finished_run_recipe, check_feature_teachers, check_frozen_teacher)
+        check_feature_teachers, check_frozen_teacher, finished_run_recipe)
 
     recipes, order = {}, [r.name for r in plan.runs]
     for seed in plan.seeds:
