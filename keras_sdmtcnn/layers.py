@@ -66,6 +66,63 @@ class MaskUnpool2D(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
+class FusedBatchNormalization(layers.BatchNormalization):
+    """``BatchNormalization`` computed by TensorFlow's fused kernel where it can be.
+
+    Keras 3 builds BatchNorm from separate moments and arithmetic ops. On
+    TensorFlow with 4-D channels-last inputs this layer calls the fused op
+    instead (``FusedBatchNormV3``, a single oneDNN kernel forward and
+    backward, and foldable into the preceding convolution at inference).
+    Measured on the project's 2-core CPU, the paper-size train step is about
+    7% faster and inference about 6% (README, Benchmarks).
+
+    The results are those of ``keras.layers.BatchNormalization`` (same
+    variables, config, moving-statistics update with the biased batch
+    variance; tested against numpy). Anything else falls back to the Keras
+    computation: other backends, other ranks or axes, masks, renorm and
+    ``synchronized=True`` (cross-replica statistics).
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        x = ops.cast(inputs, "float32")
+        channels = x.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones((channels,))
+        beta = self.beta if self.center else tf.zeros((channels,))
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
+            )[:3]
+            # The op returns the unbiased (Bessel-corrected) batch variance;
+            # Keras' moving variance follows the biased one.
+            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), "float32")
+            variance = variance * ((count - 1.0) / tf.maximum(count, 1.0))
+            m = self.momentum
+            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+        else:
+            y = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=self.moving_mean, variance=self.moving_variance,
+                epsilon=self.epsilon, data_format="NHWC", is_training=False,
+            )[0]
+        return ops.cast(y, self.compute_dtype)
+
+    def _fusable(self, inputs, mask):
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+            and not self.synchronized
+            and not self.renorm
+            and self.epsilon >= 1.001e-5  # the fused op's minimum
+        )
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class L2Normalize(layers.Layer):
     """Unit vectors along the last axis: ``x * rsqrt(sum(x^2) + epsilon)``.
 
@@ -112,7 +169,7 @@ def conv_bn_relu(x, filters, name, kernel_size=3, synchronized_bn=False):
         filters, kernel_size, padding="same", use_bias=False,
         kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)
-    x = layers.BatchNormalization(
+    x = FusedBatchNormalization(
         momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_bn"
     )(x)
     return layers.ReLU(name=f"{name}_relu")(x)
@@ -147,7 +204,7 @@ def attention_gate(features, context, name, synchronized_bn=False):
         filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
         name=f"{name}_conv2_conv",
     )(x)
-    x = layers.BatchNormalization(
+    x = FusedBatchNormalization(
         momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_conv2_bn"
     )(x)
     mask = layers.Activation("sigmoid", name=f"{name}_mask")(x)
@@ -160,7 +217,7 @@ def deconv_bn_relu(x, filters, name, synchronized_bn=False):
         filters, 3, strides=2, padding="same", use_bias=False,
         kernel_initializer="he_normal", name=f"{name}_deconv",
     )(x)
-    x = layers.BatchNormalization(
+    x = FusedBatchNormalization(
         momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_bn"
     )(x)
     return layers.ReLU(name=f"{name}_relu")(x)

@@ -1,7 +1,8 @@
 import keras
 import numpy as np
+import tensorflow as tf
 
-from keras_sdmtcnn.layers import MaskUnpool2D
+from keras_sdmtcnn.layers import FusedBatchNormalization, MaskUnpool2D
 
 
 def numpy_unpool(x, pre):
@@ -29,3 +30,53 @@ def test_mask_unpool_matches_argmax_unpooling_with_ties():
     np.testing.assert_allclose(got, numpy_unpool(x, pre), rtol=0, atol=0)
     # Every value of x appears exactly once per window.
     assert np.count_nonzero(got) == np.count_nonzero(x)
+
+
+def test_fused_batch_norm_matches_numpy_in_training_and_inference():
+    rng = np.random.default_rng(1)
+    x = rng.normal(2.0, 3.0, size=(2, 5, 4, 3)).astype("float32")
+    upstream = rng.normal(size=x.shape).astype("float32")
+    gamma, beta, eps = np.array([1.5, -0.5, 2.0]), np.array([0.1, 0.2, -0.3]), 1e-3
+    layer = FusedBatchNormalization(momentum=0.9, epsilon=eps)
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta, np.zeros(3), np.ones(3)])
+
+    inputs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = layer(inputs, training=True)
+        loss = tf.reduce_sum(y * upstream)
+    grad = tape.gradient(loss, inputs).numpy()
+
+    mean, var = x.mean(axis=(0, 1, 2)), x.var(axis=(0, 1, 2))  # biased, as Keras
+    x_hat = (x - mean) / np.sqrt(var + eps)
+    np.testing.assert_allclose(y.numpy(), x_hat * gamma + beta, rtol=1e-4, atol=1e-4)
+    # Batch-statistics backward pass of BatchNorm.
+    dx_hat = upstream * gamma
+    expected_grad = (dx_hat - dx_hat.mean(axis=(0, 1, 2))
+                     - x_hat * (dx_hat * x_hat).mean(axis=(0, 1, 2))) / np.sqrt(var + eps)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.1 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.9 + 0.1 * var, rtol=1e-5)
+
+    # Inference uses the moving statistics.
+    moving_mean, moving_var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+    got = keras.ops.convert_to_numpy(layer(x, training=False))
+    expected = (x - moving_mean) / np.sqrt(moving_var + eps) * gamma + beta
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+    # Both paths run on the fused kernel (what makes the layer worth having).
+    for training in (True, False):
+        graph = tf.function(lambda t, training=training: layer(t, training=training))
+        ops = graph.get_concrete_function(inputs).graph.get_operations()
+        assert any(op.type == "FusedBatchNormV3" for op in ops)
+
+
+def test_fused_batch_norm_falls_back_to_keras_where_it_cannot_fuse():
+    # Rank 2 (no fused kernel): the same results as Keras' own layer.
+    x = np.random.default_rng(2).normal(size=(6, 3)).astype("float32")
+    layer, reference = FusedBatchNormalization(), keras.layers.BatchNormalization()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=True)),
+                               keras.ops.convert_to_numpy(reference(x, training=True)), atol=1e-6)
+    restored = FusedBatchNormalization.from_config(layer.get_config())
+    assert restored.get_config() == layer.get_config()
