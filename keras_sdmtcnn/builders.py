@@ -4,6 +4,7 @@ import keras
 
 from keras_sdmtcnn.model import SDMTCNN
 from keras_sdmtcnn.objectives import get_objective
+from keras_sdmtcnn.optimizers import FusedAdam, FusedAdamW
 
 
 def model_config(recipe, num_classes, ignore_label, replicas=1):
@@ -68,10 +69,11 @@ def build_model(recipe, num_classes, ignore_label, replicas=1, teacher_runs=None
 
 
 def build_optimizer(training):
+    # Keras' Adam and AdamW with a fused update kernel (optimizers.py).
     if training.optimizer == "adam":
-        return keras.optimizers.Adam(training.learning_rate)
+        return FusedAdam(training.learning_rate)
     if training.optimizer == "adamw":
-        return keras.optimizers.AdamW(training.learning_rate, weight_decay=training.weight_decay)
+        return FusedAdamW(training.learning_rate, weight_decay=training.weight_decay)
     return keras.optimizers.SGD(training.learning_rate, momentum=0.9)
 
 

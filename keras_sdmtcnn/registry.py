@@ -3,7 +3,7 @@
 ``keras.models.load_model`` finds a custom class only once its module has
 run its ``register_keras_serializable`` decorator. Commands that load models
 import this module first, whichever model class (``SDMTCNN``, the
-distillation wrappers), objective, loss or weighting the file names.
+distillation wrappers), objective, optimizer, loss or weighting the file names.
 """
 
 import keras_sdmtcnn.feature_distillation  # noqa: F401
@@ -11,4 +11,5 @@ import keras_sdmtcnn.frozen_teacher  # noqa: F401
 import keras_sdmtcnn.losses  # noqa: F401
 import keras_sdmtcnn.model  # noqa: F401
 import keras_sdmtcnn.objectives  # noqa: F401
+import keras_sdmtcnn.optimizers  # noqa: F401
 import keras_sdmtcnn.weighting  # noqa: F401
