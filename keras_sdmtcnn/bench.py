@@ -14,6 +14,11 @@ writes JSON plus a readable table:
   (float32, fp16, int8; 1 and 2 threads) and ONNX Runtime;
 - input-pipeline samples/s alone;
 - peak memory (maximum resident set size of the process);
+- the speed options that are off by default, each against the default
+  ``separate`` step: XLA (``jit_compile=True``), and glibc's allocator told
+  not to return freed memory to the OS (``MALLOC_MMAP_MAX_=0
+  MALLOC_TRIM_THRESHOLD_=...``), the latter with both steps in fresh
+  processes so that neither inherits the other's heap;
 - the machine: CPU model, cores, TensorFlow and Keras versions.
 
 Timings are never asserted in tests: they belong to the machine they were
@@ -65,12 +70,57 @@ def conv_throughput(steps=5):
     return 2 * 36 * 48 * 512 * 512 * 9 / seconds / 1e9
 
 
-def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "int8"),
-          latency_runs=5, verbose=1):
+# glibc keeps freed memory instead of returning it to the OS after each step.
+NO_TRIM_ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+
+
+def _model_and_batch(recipe):
     import keras
 
-    from keras_sdmtcnn.builders import build_model, build_optimizer
+    from keras_sdmtcnn.builders import build_model
     from keras_sdmtcnn.data import build_datasets
+
+    datasets, info = build_datasets(recipe, verbose=False)
+    batch = next(iter(datasets["train"]))
+    keras.utils.set_random_seed(recipe.training.seed)
+    return build_model(recipe, info.num_classes, info.ignore_label), batch, datasets
+
+
+def _step_seconds(model, recipe, batch, objective, steps, jit_compile=False):
+    from keras_sdmtcnn.builders import build_optimizer
+    from keras_sdmtcnn.objectives import get_objective
+
+    model.compile(build_optimizer(recipe.training), get_objective(objective),
+                  jit_compile=jit_compile)
+    return median_seconds(lambda: model.train_on_batch(*batch), steps, warmup=1)
+
+
+def _step_in_fresh_process(recipe_path, overrides, steps, env):
+    """Seconds of a ``separate`` train step measured by a new Python process."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "step.json")
+        command = [sys.executable, "-m", "keras_sdmtcnn.bench", "--recipe", recipe_path,
+                   *[f"--set={o}" for o in overrides], "--steps", str(steps),
+                   "--train-step-only", "--out", path]
+        done = subprocess.run(command, capture_output=True, text=True,
+                              env={**os.environ, **env})
+        if done.returncode != 0:
+            raise UserError(f"The train-step measurement failed: {done.stderr[-2000:]}")
+        with open(path) as f:
+            return json.load(f)["seconds"]
+
+
+def train_step_only(recipe_path, overrides=(), steps=3):
+    from keras_sdmtcnn.recipes import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    model, batch, _ = _model_and_batch(recipe)
+    return {"seconds": _step_seconds(model, recipe, batch, "separate", steps)}
+
+
+def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "int8"),
+          latency_runs=5, verbose=1):
+    from keras_sdmtcnn.builders import build_optimizer
     from keras_sdmtcnn.data.datasets import pipeline_throughput
     from keras_sdmtcnn.model_size import model_size
     from keras_sdmtcnn.objectives import get_objective
@@ -85,10 +135,7 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     out = {"recipe": recipe.name, "machine": machine(),
            "image_size": list(recipe.data.image_size), "batch_size": recipe.training.batch_size,
            "tasks": list(recipe.data.tasks)}
-    datasets, info = build_datasets(recipe, verbose=False)
-    batch = next(iter(datasets["train"]))
-    keras.utils.set_random_seed(recipe.training.seed)
-    model = build_model(recipe, info.num_classes, info.ignore_label)
+    model, batch, datasets = _model_and_batch(recipe)
     out["size"] = model_size(model)
     say(f"parameters: Teacher {out['size']['teacher']['params']:,}, Student "
         f"{out['size']['student']['params']:,}; GFLOPs: Teacher "
@@ -96,8 +143,7 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
 
     out["train_step"] = {}
     for name in ("teacher_only", "separate", "ensemble"):
-        model.compile(build_optimizer(recipe.training), get_objective(name))
-        seconds = median_seconds(lambda: model.train_on_batch(*batch), steps, warmup=1)
+        seconds = _step_seconds(model, recipe, batch, name, steps)
         samples = int(batch[0].shape[0])
         out["train_step"][name] = {"seconds": seconds, "samples_per_s": samples / seconds}
         say(f"train step {name:<12} {seconds:8.3f} s  {samples / seconds:8.2f} samples/s")
@@ -124,6 +170,24 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
 
     out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     say(f"peak memory of training and evaluation (max RSS): {out['peak_memory_mb']:.0f} MB")
+
+    default = out["train_step"]["separate"]["seconds"]
+    seconds = _step_seconds(model, recipe, batch, "separate", steps, jit_compile=True)
+    out["xla"] = {"separate_seconds": seconds, "over_default": seconds / default}
+    say(f"XLA (jit_compile) separate step: {seconds:.3f} s, {seconds / default:.2f}x the default")
+    del model
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+    glibc = _step_in_fresh_process(recipe_path, overrides, steps, {})
+    no_trim = _step_in_fresh_process(recipe_path, overrides, steps, NO_TRIM_ALLOCATOR)
+    out["allocator"] = {"env": NO_TRIM_ALLOCATOR, "default_seconds": glibc,
+                        "no_trim_seconds": no_trim, "no_trim_over_default": no_trim / glibc}
+    say(f"separate step in a fresh process: glibc default {glibc:.3f} s, no trim "
+        f"{no_trim:.3f} s ({no_trim / glibc:.2f}x)")
     # Conversions of a paper-size Teacher need many GB: run them in a fresh
     # process, so the training state above is not held at the same time.
     with tempfile.TemporaryDirectory() as folder:
@@ -141,10 +205,37 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
 
 
 def table(result):
-    lines = [f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, "
-             f"TF {result['machine']['tensorflow']}, Keras {result['machine']['keras']}",
+    """The figures as Markdown: a summary table, then the latency rows."""
+    m, steps = result["machine"], result["train_step"]
+    conv, size = result["conv_throughput"], result["size"]
+    rows = [
+        ("parameters, Teacher / Student / full",
+         f"{size['teacher']['params']:,} / {size['student']['params']:,} / "
+         f"{size['full']['params']:,}"),
+        ("forward GFLOPs per image, Teacher / Student / full",
+         f"{size['teacher']['flops'] / 1e9:.1f} / {size['student']['flops'] / 1e9:.1f} / "
+         f"{size['full']['flops'] / 1e9:.1f}"),
+        *[(f"train step `{name}`",
+           f"{steps[name]['seconds']:.3f} s ({steps[name]['samples_per_s']:.2f} samples/s)")
+          for name in ("teacher_only", "separate", "ensemble")],
+        ("`separate` / `teacher_only`", f"{steps['separate_over_teacher_only']:.2f}x"),
+        ("conv throughput: train step / one 3x3 conv (512 ch, 36x48)",
+         f"{conv['train_step_gflops']:.0f} / {conv['single_conv_gflops']:.0f} GFLOP/s "
+         f"({conv['share']:.0%})"),
+        ("evaluation", f"{result['evaluation_samples_per_s']:.2f} samples/s"),
+        ("input pipeline alone", f"{result['input_pipeline_samples_per_s']:.1f} samples/s"),
+        ("peak memory (max RSS)", f"{result['peak_memory_mb']:.0f} MB"),
+        ("XLA `separate` step", f"{result['xla']['separate_seconds']:.3f} s "
+                                f"({result['xla']['over_default']:.2f}x the default)"),
+        ("`separate` step, fresh process: glibc default / no trim",
+         f"{result['allocator']['default_seconds']:.3f} / "
+         f"{result['allocator']['no_trim_seconds']:.3f} s "
+         f"({result['allocator']['no_trim_over_default']:.2f}x)"),
+    ]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, TF {m['tensorflow']}, Keras {m['keras']}",
              f"recipe {result['recipe']}: {result['tasks']} at {result['image_size']}, "
-             f"batch {result['batch_size']}", "",
+             f"batch {result['batch_size']}", "", "| what | figure |", "|---|---|",
+             *[f"| {what} | {figure} |" for what, figure in rows], "",
              "| latency (batch 1) | runtime | quantize | threads | ms |", "|---|---|---|---|---|"]
     for row in result["latency"]:
         threads = row["threads"] or "default"
@@ -161,11 +252,18 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--quantize", nargs="+", default=["none", "fp16", "int8"])
     parser.add_argument("--out", help="write the figures as JSON (atomically)")
+    parser.add_argument("--train-step-only", action="store_true",
+                        help="only the separate train step's seconds (used by the allocator "
+                             "comparison, which runs it in fresh processes)")
     args = parser.parse_args(argv)
     from keras_sdmtcnn.io import atomic_write_json
 
-    result = bench(args.recipe, args.set, args.steps, args.quantize)
-    print(table(result))
+    if args.train_step_only:
+        result = train_step_only(args.recipe, args.set, args.steps)
+        print(json.dumps(result))
+    else:
+        result = bench(args.recipe, args.set, args.steps, args.quantize)
+        print(table(result))
     if args.out:
         atomic_write_json(args.out, result)
 

@@ -17,14 +17,18 @@ def test_bench_runs_on_a_tiny_recipe_and_writes_every_field(tmp_path):
     bench = json.loads(out.read_text())
     assert set(bench) >= {"machine", "size", "train_step", "conv_throughput", "latency",
                           "evaluation_samples_per_s", "input_pipeline_samples_per_s",
-                          "peak_memory_mb"}
+                          "peak_memory_mb", "xla", "allocator"}
     assert {"cpu", "cores", "tensorflow", "keras"} <= set(bench["machine"])
     for name in ("teacher_only", "separate", "ensemble"):
         assert bench["train_step"][name]["seconds"] > 0
     assert bench["size"]["student"]["flops"] < bench["size"]["teacher"]["flops"]
+    assert bench["xla"]["separate_seconds"] > 0
+    assert bench["allocator"]["default_seconds"] > 0 and bench["allocator"]["no_trim_seconds"] > 0
+    assert bench["allocator"]["env"]["MALLOC_MMAP_MAX_"] == "0"
     runtimes = {(r["branch"], r["runtime"], r["quantize"], r["threads"]) for r in bench["latency"]}
     for branch in ("teacher", "student"):
         assert {(branch, "keras", "none", 0), (branch, "saved_model", "none", 0),
                 (branch, "onnxruntime", "none", 1), (branch, "tflite", "none", 2),
                 (branch, "tflite", "int8", 1)} <= runtimes
     assert "| student | tflite | int8 |" in result.stdout
+    assert "| `separate` / `teacher_only` |" in result.stdout
