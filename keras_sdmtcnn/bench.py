@@ -15,10 +15,10 @@ writes JSON plus a readable table:
 - input-pipeline samples/s alone;
 - peak memory (maximum resident set size of the process);
 - the speed options that are off by default, each against the default
-  ``separate`` step: XLA (``jit_compile=True``), and glibc's allocator told
+  ``separate`` step, all three measured in fresh processes (none inherits
+  another's heap): XLA (``jit_compile=True``), and glibc's allocator told
   not to return freed memory to the OS (``MALLOC_MMAP_MAX_=0
-  MALLOC_TRIM_THRESHOLD_=...``), the latter with both steps in fresh
-  processes so that neither inherits the other's heap;
+  MALLOC_TRIM_THRESHOLD_=...``);
 - the machine: CPU model, cores, TensorFlow and Keras versions.
 
 Timings are never asserted in tests: they belong to the machine they were
@@ -58,7 +58,7 @@ def machine():
             "keras": keras.__version__, "python": platform.python_version()}
 
 
-def conv_throughput(steps=5):
+def conv_throughput(runs=20):
     """GFLOP/s of one 3x3 convolution, 512 -> 512 channels, 36x48, batch 1."""
     import keras
     import tensorflow as tf
@@ -66,7 +66,7 @@ def conv_throughput(steps=5):
     conv = keras.layers.Conv2D(512, 3, padding="same", use_bias=False)
     x = tf.random.uniform((1, 36, 48, 512))
     fn = tf.function(lambda: conv(x))
-    seconds = median_seconds(lambda: fn().numpy(), steps, warmup=2)
+    seconds = median_seconds(lambda: fn().numpy(), runs, warmup=3)
     return 2 * 36 * 48 * 512 * 512 * 9 / seconds / 1e9
 
 
@@ -95,27 +95,27 @@ def _step_seconds(model, recipe, batch, objective, steps, jit_compile=False):
     return median_seconds(lambda: model.train_on_batch(*batch), steps, warmup=1)
 
 
-def _step_in_fresh_process(recipe_path, overrides, steps, env):
-    """Seconds of a ``separate`` train step measured by a new Python process."""
+def _fresh_process(module, arguments, env=None, verbose=0):
+    """Runs ``python -m module ... --out FILE`` and returns FILE's JSON."""
     with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "step.json")
-        command = [sys.executable, "-m", "keras_sdmtcnn.bench", "--recipe", recipe_path,
-                   *[f"--set={o}" for o in overrides], "--steps", str(steps),
-                   "--train-step-only", "--out", path]
-        done = subprocess.run(command, capture_output=True, text=True,
-                              env={**os.environ, **env})
+        path = os.path.join(folder, "out.json")
+        done = subprocess.run([sys.executable, "-m", module, *arguments, "--out", path],
+                              capture_output=not verbose, text=True,
+                              env={**os.environ, **(env or {})})
         if done.returncode != 0:
-            raise UserError(f"The train-step measurement failed: {done.stderr[-2000:]}")
+            raise UserError(f"python -m {module} {' '.join(arguments)} failed: "
+                            f"{(done.stderr or '')[-2000:]}")
         with open(path) as f:
-            return json.load(f)["seconds"]
+            return json.load(f)
 
 
-def train_step_only(recipe_path, overrides=(), steps=3):
+def train_step_only(recipe_path, overrides=(), steps=3, jit_compile=False):
+    """``{"seconds": ...}`` of the ``separate`` train step (``--train-step-only``)."""
     from keras_sdmtcnn.recipes import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
     model, batch, _ = _model_and_batch(recipe)
-    return {"seconds": _step_seconds(model, recipe, batch, "separate", steps)}
+    return {"seconds": _step_seconds(model, recipe, batch, "separate", steps, jit_compile)}
 
 
 def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "int8"),
@@ -135,6 +135,27 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     out = {"recipe": recipe.name, "machine": machine(),
            "image_size": list(recipe.data.image_size), "batch_size": recipe.training.batch_size,
            "tasks": list(recipe.data.tasks)}
+    sets = [f"--set={o}" for o in overrides]
+
+    # First what runs in fresh processes, while this one holds no model: a
+    # paper-size Teacher conversion and an XLA compilation each need many GB,
+    # and the allocator comparison needs processes with their own heaps.
+    say("latency of every runtime (fresh process) ...")
+    out["latency"] = _fresh_process(
+        "keras_sdmtcnn.latency", ["--recipe", recipe_path, *sets, "--runs", str(latency_runs),
+                                  "--all-runtimes", "--quantize", *quantizations],
+        verbose=verbose)
+    step = ["--recipe", recipe_path, *sets, "--steps", str(steps), "--train-step-only"]
+    default = _fresh_process("keras_sdmtcnn.bench", step)["seconds"]
+    no_trim = _fresh_process("keras_sdmtcnn.bench", step, NO_TRIM_ALLOCATOR)["seconds"]
+    xla = _fresh_process("keras_sdmtcnn.bench", [*step, "--xla"])["seconds"]
+    out["allocator"] = {"env": NO_TRIM_ALLOCATOR, "default_seconds": default,
+                        "no_trim_seconds": no_trim, "no_trim_over_default": no_trim / default}
+    out["xla"] = {"separate_seconds": xla, "default_seconds": default,
+                  "over_default": xla / default}
+    say(f"separate step, each in a fresh process: default {default:.3f} s, glibc no trim "
+        f"{no_trim:.3f} s ({no_trim / default:.2f}x), XLA {xla:.3f} s ({xla / default:.2f}x)")
+
     model, batch, datasets = _model_and_batch(recipe)
     out["size"] = model_size(model)
     say(f"parameters: Teacher {out['size']['teacher']['params']:,}, Student "
@@ -170,37 +191,6 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
 
     out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     say(f"peak memory of training and evaluation (max RSS): {out['peak_memory_mb']:.0f} MB")
-
-    default = out["train_step"]["separate"]["seconds"]
-    seconds = _step_seconds(model, recipe, batch, "separate", steps, jit_compile=True)
-    out["xla"] = {"separate_seconds": seconds, "over_default": seconds / default}
-    say(f"XLA (jit_compile) separate step: {seconds:.3f} s, {seconds / default:.2f}x the default")
-    del model
-    import gc
-
-    import keras
-
-    keras.backend.clear_session()
-    gc.collect()
-    glibc = _step_in_fresh_process(recipe_path, overrides, steps, {})
-    no_trim = _step_in_fresh_process(recipe_path, overrides, steps, NO_TRIM_ALLOCATOR)
-    out["allocator"] = {"env": NO_TRIM_ALLOCATOR, "default_seconds": glibc,
-                        "no_trim_seconds": no_trim, "no_trim_over_default": no_trim / glibc}
-    say(f"separate step in a fresh process: glibc default {glibc:.3f} s, no trim "
-        f"{no_trim:.3f} s ({no_trim / glibc:.2f}x)")
-    # Conversions of a paper-size Teacher need many GB: run them in a fresh
-    # process, so the training state above is not held at the same time.
-    with tempfile.TemporaryDirectory() as folder:
-        path = os.path.join(folder, "latency.json")
-        command = [sys.executable, "-m", "keras_sdmtcnn.latency", "--recipe", recipe_path,
-                   *[f"--set={o}" for o in overrides],
-                   "--runs", str(latency_runs), "--all-runtimes", "--out", path,
-                   "--quantize", *quantizations]
-        done = subprocess.run(command, capture_output=not verbose, text=True)
-        if done.returncode != 0:
-            raise UserError(f"The latency measurement failed: {(done.stderr or '')[-2000:]}")
-        with open(path) as f:
-            out["latency"] = json.load(f)
     return out
 
 
@@ -253,13 +243,14 @@ def main(argv=None):
     parser.add_argument("--quantize", nargs="+", default=["none", "fp16", "int8"])
     parser.add_argument("--out", help="write the figures as JSON (atomically)")
     parser.add_argument("--train-step-only", action="store_true",
-                        help="only the separate train step's seconds (used by the allocator "
-                             "comparison, which runs it in fresh processes)")
+                        help="only the separate train step's seconds (the allocator and XLA "
+                             "comparisons run it in fresh processes)")
+    parser.add_argument("--xla", action="store_true", help="with --train-step-only: jit_compile")
     args = parser.parse_args(argv)
     from keras_sdmtcnn.io import atomic_write_json
 
     if args.train_step_only:
-        result = train_step_only(args.recipe, args.set, args.steps)
+        result = train_step_only(args.recipe, args.set, args.steps, args.xla)
         print(json.dumps(result))
     else:
         result = bench(args.recipe, args.set, args.steps, args.quantize)
