@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
 
 from keras_sdmtcnn import cli
 from keras_sdmtcnn.errors import UserError
