@@ -34,7 +34,6 @@ import subprocess
 import sys
 import tempfile
 
-
 from keras_sdmtcnn import cli
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runtime import median_seconds
