@@ -2,7 +2,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sdmtcnn.layers import FusedBatchNormalization, MaskUnpool2D
+from keras_sdmtcnn import layers as blocks
+from keras_sdmtcnn.layers import FusedBatchNormalization, MaskUnpool2D, MatmulGradConv2D
 
 
 def numpy_unpool(x, pre):
@@ -80,3 +81,70 @@ def test_fused_batch_norm_falls_back_to_keras_where_it_cannot_fuse():
                                keras.ops.convert_to_numpy(reference(x, training=True)), atol=1e-6)
     restored = FusedBatchNormalization.from_config(layer.get_config())
     assert restored.get_config() == layer.get_config()
+
+
+def numpy_conv3x3_same(x, kernel):
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    h, w = x.shape[1:3]
+    return sum(np.einsum("nhwc,cd->nhwd", padded[:, i:i + h, j:j + w], kernel[i, j])
+               for i in range(3) for j in range(3))
+
+
+def numpy_conv3x3_kernel_grad(x, upstream):
+    padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    h, w = x.shape[1:3]
+    return np.stack([np.stack([np.einsum("nhwc,nhwd->cd", padded[:, i:i + h, j:j + w], upstream)
+                               for j in range(3)]) for i in range(3)])
+
+
+def _conv_outputs_and_grads(layer, x, upstream, training):
+    inputs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        y = layer(inputs, training=training)
+        loss = tf.reduce_sum(y * upstream)
+    grad_x, grad_kernel, grad_bias = tape.gradient(loss, [inputs, layer.kernel, layer.bias])
+    return y.numpy(), grad_x.numpy(), grad_kernel.numpy(), grad_bias.numpy()
+
+
+def test_matmul_grad_conv_matches_numpy_and_skips_the_backward_weights_kernel(monkeypatch):
+    # Non-square, batch 3, odd sizes: the flattened shifts cross row and
+    # image borders, where a wrong offset would show.
+    monkeypatch.setattr(blocks, "MATMUL_GRAD_MIN_CHANNEL_PRODUCT", 1)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 5, 7, 4)).astype("float32")
+    upstream = rng.normal(size=(3, 5, 7, 6)).astype("float32")
+    layer = MatmulGradConv2D(6, 3, padding="same")
+    layer.build(x.shape)
+    kernel = rng.normal(size=(3, 3, 4, 6)).astype("float32")
+    layer.set_weights([kernel, rng.normal(size=6).astype("float32")])
+
+    y, grad_x, grad_kernel, grad_bias = _conv_outputs_and_grads(layer, x, upstream, True)
+    np.testing.assert_allclose(y, numpy_conv3x3_same(x, kernel) + layer.bias.numpy(), atol=1e-4)
+    np.testing.assert_allclose(grad_kernel, numpy_conv3x3_kernel_grad(x, upstream), atol=1e-4)
+    # The input gradient is a "same" convolution with the flipped, transposed kernel.
+    flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+    np.testing.assert_allclose(grad_x, numpy_conv3x3_same(upstream, flipped), atol=1e-4)
+    np.testing.assert_allclose(grad_bias, upstream.sum(axis=(0, 1, 2)), rtol=1e-5)
+
+    # Inference is Keras' own convolution, so results agree to the bit.
+    reference = keras.layers.Conv2D(6, 3, padding="same")
+    reference.build(x.shape)
+    reference.set_weights(layer.get_weights())
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)),
+                                  keras.ops.convert_to_numpy(reference(x)))
+
+    def gradient_op_types(conv):
+        @tf.function
+        def step(inputs):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(conv(inputs, training=True))
+            return tape.gradient(loss, conv.kernel)
+        return {op.type for op in step.get_concrete_function(tf.constant(x)).graph.get_operations()}
+
+    assert "Conv2DBackpropFilter" not in gradient_op_types(layer)
+    # Below the channel threshold the layer is a plain Conv2D, gradient included.
+    monkeypatch.setattr(blocks, "MATMUL_GRAD_MIN_CHANNEL_PRODUCT", 4 * 6 + 1)
+    narrow = MatmulGradConv2D.from_config(layer.get_config())
+    narrow.build(x.shape)
+    assert "Conv2DBackpropFilter" in gradient_op_types(narrow)
