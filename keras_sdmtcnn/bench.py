@@ -8,7 +8,9 @@ writes JSON plus a readable table:
   ``ensemble``, and the convolution throughput that the ``separate`` step
   achieves (3 x forward FLOPs x batch / step time: forward plus the two
   backward convolutions), beside the throughput of one large 3x3
-  convolution (512 channels, 36x48, batch 1) on the same machine;
+  convolution (512 channels, 36x48, batch 1) on the same machine, timed in
+  bursts between the ``separate`` steps so that both see the same drift of
+  the machine's speed;
 - evaluation samples/s;
 - batch-1 latency of Teacher and Student as Keras, SavedModel, TFLite
   (float32, fp16, int8; 1 and 2 threads) and ONNX Runtime;
@@ -33,6 +35,9 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
+
+import numpy as np
 
 from keras_sdmtcnn import cli
 from keras_sdmtcnn.errors import UserError
@@ -56,16 +61,48 @@ def machine():
             "keras": keras.__version__, "python": platform.python_version()}
 
 
-def conv_throughput(runs=20):
-    """GFLOP/s of one 3x3 convolution, 512 -> 512 channels, 36x48, batch 1."""
+REFERENCE_CONV_FLOPS = 2 * 36 * 48 * 512 * 512 * 9
+
+
+def _reference_conv():
+    """A callable running one 3x3 convolution, 512 -> 512 channels, 36x48, batch 1."""
     import keras
     import tensorflow as tf
 
     conv = keras.layers.Conv2D(512, 3, padding="same", use_bias=False)
     x = tf.random.uniform((1, 36, 48, 512))
     fn = tf.function(lambda: conv(x))
-    seconds = median_seconds(lambda: fn().numpy(), runs, warmup=3)
-    return 2 * 36 * 48 * 512 * 512 * 9 / seconds / 1e9
+    return lambda: fn().numpy()
+
+
+def _step_and_reference(model, recipe, batch, objective, steps, burst=10):
+    """Median step seconds and the reference convolution's GFLOP/s, taken in turns.
+
+    This machine's speed drifts by 10% and more within minutes (the
+    reference convolution alone measured 207 to 444 GFLOP/s in one
+    afternoon). A burst of reference convolutions before every timed step
+    and after the last puts both figures on the same stretch of time, so
+    their ratio does not depend on when each was taken.
+    """
+    from keras_sdmtcnn.builders import build_optimizer
+    from keras_sdmtcnn.objectives import get_objective
+
+    model.compile(build_optimizer(recipe.training), get_objective(objective))
+    model.train_on_batch(*batch)  # warm-up: tracing
+    reference = _reference_conv()
+    for _ in range(3):
+        reference()
+    step_times, conv_times = [], []
+    for i in range(steps + 1):
+        for _ in range(burst):
+            start = time.perf_counter()
+            reference()
+            conv_times.append(time.perf_counter() - start)
+        if i < steps:
+            start = time.perf_counter()
+            model.train_on_batch(*batch)
+            step_times.append(time.perf_counter() - start)
+    return float(np.median(step_times)), REFERENCE_CONV_FLOPS / float(np.median(conv_times)) / 1e9
 
 
 # glibc keeps freed memory instead of returning it to the OS after each step.
@@ -162,7 +199,10 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
 
     out["train_step"] = {}
     for name in ("teacher_only", "separate", "ensemble"):
-        seconds = _step_seconds(model, recipe, batch, name, steps)
+        if name == "separate":
+            seconds, reference = _step_and_reference(model, recipe, batch, name, steps)
+        else:
+            seconds = _step_seconds(model, recipe, batch, name, steps)
         samples = int(batch[0].shape[0])
         out["train_step"][name] = {"seconds": seconds, "samples_per_s": samples / seconds}
         say(f"train step {name:<12} {seconds:8.3f} s  {samples / seconds:8.2f} samples/s")
@@ -170,7 +210,6 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     out["train_step"]["separate_over_teacher_only"] = ratio
     flops = 3 * out["size"]["full"]["flops"] * int(batch[0].shape[0])
     achieved = flops / out["train_step"]["separate"]["seconds"] / 1e9
-    reference = conv_throughput()
     out["conv_throughput"] = {"train_step_gflops": achieved, "single_conv_gflops": reference,
                               "share": achieved / reference}
     say(f"separate / teacher_only step: {ratio:.2f}x; conv throughput: train step "
