@@ -123,10 +123,11 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
 
 # A convolution's kernel gradient goes through matrix products only where
-# both channel counts are wide enough to win: measured on the project's 2-core
-# CPU, 1.3-1.6x faster than oneDNN's backward-weights kernel from 128x128
-# channels up, and 12% slower at 64x64 channels and full resolution (README,
-# Benchmarks).
+# the layer is wide enough (input times output channels) to win. Measured on
+# the project's 2-core CPU against oneDNN's backward-weights kernel: 1.3-1.6x
+# faster at the SegNet's 128- and 256-channel scales, 1.0-1.3x at its
+# 512-channel ones, and 12% slower at 64 channels and full resolution
+# (README, Benchmarks).
 MATMUL_GRAD_MIN_CHANNEL_PRODUCT = 128 * 128
 
 
