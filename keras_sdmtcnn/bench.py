@@ -84,10 +84,7 @@ def _step_and_reference(model, recipe, batch, objective, steps, burst=10):
     and after the last puts both figures on the same stretch of time, so
     their ratio does not depend on when each was taken.
     """
-    from keras_sdmtcnn.builders import build_optimizer
-    from keras_sdmtcnn.objectives import get_objective
-
-    model.compile(build_optimizer(recipe.training), get_objective(objective))
+    _compile(model, recipe, objective)
     model.train_on_batch(*batch)  # warm-up: tracing
     reference = _reference_conv()
     for _ in range(3):
@@ -121,12 +118,16 @@ def _model_and_batch(recipe):
     return build_model(recipe, info.num_classes, info.ignore_label), batch, datasets
 
 
-def _step_seconds(model, recipe, batch, objective, steps, jit_compile=False):
+def _compile(model, recipe, objective, jit_compile=False):
     from keras_sdmtcnn.builders import build_optimizer
     from keras_sdmtcnn.objectives import get_objective
 
     model.compile(build_optimizer(recipe.training), get_objective(objective),
                   jit_compile=jit_compile)
+
+
+def _step_seconds(model, recipe, batch, objective, steps, jit_compile=False):
+    _compile(model, recipe, objective, jit_compile)
     return median_seconds(lambda: model.train_on_batch(*batch), steps, warmup=1)
 
 
@@ -155,10 +156,8 @@ def train_step_only(recipe_path, overrides=(), steps=3, jit_compile=False):
 
 def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "int8"),
           latency_runs=5, verbose=1):
-    from keras_sdmtcnn.builders import build_optimizer
     from keras_sdmtcnn.data.datasets import pipeline_throughput
     from keras_sdmtcnn.model_size import model_size
-    from keras_sdmtcnn.objectives import get_objective
     from keras_sdmtcnn.recipes import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
@@ -215,7 +214,7 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     say(f"separate / teacher_only step: {ratio:.2f}x; conv throughput: train step "
         f"{achieved:.1f} GFLOP/s vs one 3x3 conv {reference:.1f} GFLOP/s ({achieved / reference:.0%})")
 
-    model.compile(build_optimizer(recipe.training), get_objective("separate"))
+    _compile(model, recipe, "separate")
     val = datasets["val"].take(max(steps, 2)).cache()
     model.evaluate(val, verbose=0)  # warm-up and trace
     count = sum(int(x.shape[0]) for x, _ in val)
