@@ -10,7 +10,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from keras_sdmtcnn.model import SDMTCNN  # noqa: E402
+from keras_sdmtcnn.models.sdmtcnn import SDMTCNN  # noqa: E402
 
 TASKS3 = ["semantic", "depth", "normal"]
 ALL_TASKS = ["semantic", "depth", "normal", "keypoints", "edges"]

@@ -1,11 +1,13 @@
 """Augmentations shared by every reader, as stateless (seeded) TF functions.
 
 - :func:`flip_left_right`: mirrors image and targets; the normal's x
-  component changes sign.
+  component changes sign (the task table's ``flip_sign``).
 - :func:`scale_crop`: MTAN's ``RandomScaleCrop`` for one scale ``s``: a crop
   of ``(H/s, W/s)`` at ``(top, left)`` resized back to ``(H, W)``, bilinear
-  for the image, normals, keypoints and edges, nearest for labels and depth,
-  and **depth divided by s** (a closer look makes things nearer).
+  for the image and each target as its task says (``TaskSpec.resize``:
+  nearest for labels and depth, bilinear for normals, keypoints and edges),
+  and **depth divided by s** (``scales_with_zoom``: a closer look makes
+  things nearer).
 - :func:`random_augment`: the scale (one of ``{1.0, 1.2, 1.5}``), crop
   position and flip (p = 0.5) drawn from a per-sample stateless seed (see
   ``pipeline.py``), so a run is reproducible for its recipe seed whatever the
@@ -17,28 +19,34 @@ Targets follow ``tasks.py``: ``semantic`` is ``(H, W)``, the others
 
 import tensorflow as tf
 
+from keras_sdmtcnn.tasks import get_task
+
 SCALES = (1.0, 1.2, 1.5)
-_NEAREST = ("semantic", "depth")
 
 
 def flip_left_right(image, targets):
-    """Mirrors a sample; the normal's x component changes sign."""
+    """Mirrors a sample; values with a left-right sign (``TaskSpec.flip_sign``) change it."""
     image = tf.reverse(image, axis=[-2])
     flipped = {}
     for task, target in targets.items():
-        axis = -1 if task == "semantic" else -2
+        spec = get_task(task)
+        axis = -1 if spec.is_classification else -2
         target = tf.reverse(target, axis=[axis])
-        if task == "normal":
-            target = target * tf.constant([-1.0, 1.0, 1.0], target.dtype)
+        if spec.flip_sign is not None:
+            target = target * tf.constant(spec.flip_sign, target.dtype)
         flipped[task] = target
     return image, flipped
 
 
-def _resize(x, size, task):
-    if task == "semantic":
-        return tf.image.resize(x[..., None], size, method="nearest")[..., 0]
-    method = "nearest" if task in _NEAREST else "bilinear"
+def _resize(x, size, method):
     return tf.cast(tf.image.resize(x, size, method=method), x.dtype)
+
+
+def _resize_target(x, size, task):
+    spec = get_task(task)
+    if spec.is_classification:
+        return tf.image.resize(x[..., None], size, method="nearest")[..., 0]
+    return _resize(x, size, spec.resize)
 
 
 def scale_crop(image, targets, scale, top, left):
@@ -53,11 +61,11 @@ def scale_crop(image, targets, scale, top, left):
     def crop(x):
         return x[top:top + crop_h, left:left + crop_w]
 
-    image = _resize(crop(image), size, "image")
+    image = _resize(crop(image), size, "bilinear")
     out = {}
     for task, target in targets.items():
-        target = _resize(crop(target), size, task)
-        if task == "depth":
+        target = _resize_target(crop(target), size, task)
+        if get_task(task).scales_with_zoom:
             target = target / scale
         out[task] = target
     return image, out

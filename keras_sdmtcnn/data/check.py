@@ -42,8 +42,10 @@ def _label_stats(report, name, counts, ignore):
 
 def check_mtan(root, fmt, report):
     from keras_sdmtcnn.data import mtan
+    from keras_sdmtcnn.data.formats import get_format
 
-    num_classes = mtan.FORMATS[fmt]["num_classes"]
+    spec = get_format(fmt)
+    num_classes, ignore = spec.label_set().num_classes, spec.ignore_label
     for split in ("train", "val"):
         split_dir = os.path.join(root, split)
         if not os.path.isdir(split_dir):
@@ -54,7 +56,7 @@ def check_mtan(root, fmt, report):
             folders["semantic"] = mtan.label_dir(split_dir, fmt)
         except UserError as e:
             report.problem(str(e))
-        if fmt == "nyuv2":
+        if "normal" in spec.tasks:
             folders["normal"] = "normal"
         present = {k: v for k, v in folders.items() if os.path.isdir(os.path.join(split_dir, v))}
         for key in set(folders) - set(present):
@@ -98,9 +100,9 @@ def check_mtan(root, fmt, report):
                 elif key == "semantic":
                     if np.any(array != np.round(array)):
                         report.problem(f"{path}: labels are not integers")
-                    bad = (array != -1) & ((array < 0) | (array >= num_classes))
+                    bad = (array != ignore) & ((array < 0) | (array >= num_classes))
                     if np.any(bad):
-                        report.problem(f"{path}: labels outside -1..{num_classes - 1}")
+                        report.problem(f"{path}: labels outside {ignore}..{num_classes - 1}")
                     _count(labels, array.astype(np.int64))
                 elif key == "depth":
                     if array.min() < 0:
@@ -118,7 +120,7 @@ def check_mtan(root, fmt, report):
                         report.problem(f"{path}: normals are not unit vectors")
         report.line(f"{split}: {len(reference)} samples of size {shape}")
         if labels:
-            _label_stats(report, "label shares", labels, -1)
+            _label_stats(report, "label shares", labels, ignore)
         if depth_total:
             values = np.concatenate(depth_values) if depth_values else np.zeros(0)
             if values.size:
@@ -130,6 +132,7 @@ def check_taskonomy(root, report):
     from PIL import Image
 
     from keras_sdmtcnn.data import taskonomy
+    from keras_sdmtcnn.data.formats import get_format
 
     try:
         rgb = taskonomy.find_domain_dir(root, "rgb")
@@ -173,7 +176,7 @@ def check_taskonomy(root, report):
                     depth_total += array.size
     report.line(f"{samples} samples in {len(buildings)} buildings")
     if labels:
-        _label_stats(report, "label shares", labels, 0)
+        _label_stats(report, "label shares", labels, get_format("taskonomy").ignore_label)
     if depth_total:
         report.line(f"  depth: {depth_valid / depth_total:.1%} valid (65535 = invalid)")
 

@@ -1,13 +1,15 @@
 """From a recipe's ``data`` section to training and validation ``tf.data`` pipelines.
 
-Each format module yields batches of ``(image, {task: target})``; this
-module picks the module, fills the format's defaults (classes, ignore label)
-and returns both splits with a :class:`DatasetInfo`.
+Each reader module yields samples of ``(image, {task: target})``; this
+module picks the format's reader (``formats.py``), fills the format's
+defaults (classes, ignore label) and returns the splits with a
+:class:`DatasetInfo`.
 """
 
 import dataclasses
 
 from keras_sdmtcnn.data import mtan, pipeline, scenes, taskonomy
+from keras_sdmtcnn.data.formats import format_defaults, get_format
 
 
 @dataclasses.dataclass
@@ -22,26 +24,9 @@ class DatasetInfo:
     steps_per_epoch: int = 0
 
 
-def format_defaults(data):
-    """``(num_classes, ignore_label, class_names)`` of the recipe's format."""
-    if data.format == "scenes":
-        defaults = (scenes.NUM_CLASSES, scenes.IGNORE_LABEL, scenes.CLASS_NAMES)
-    elif data.format == "taskonomy":
-        defaults = (taskonomy.NUM_CLASSES, taskonomy.IGNORE_LABEL, None)
-    elif data.format == "nyuv2":
-        defaults = (13, mtan.IGNORE_LABEL, mtan.NYUV2_CLASSES)
-    else:
-        classes = {"label_19": 19, "label_2": 2}.get(data.label_dir, 7)
-        names = mtan.CITYSCAPES_7 if classes == 7 else None
-        defaults = (classes, mtan.IGNORE_LABEL, names)
-    num_classes = data.num_classes if data.num_classes is not None else defaults[0]
-    ignore = data.ignore_label if data.ignore_label is not None else defaults[1]
-    return num_classes, ignore, defaults[2]
-
-
 def dataset_root(data, verbose=True):
     """The dataset root; for ``scenes``, generates the cached dataset if needed."""
-    if data.format == "scenes":
+    if not get_format(data.format).needs_root:  # the built-in scenes
         s = data.scenes
         return scenes.ensure_scenes(
             s.cache_dir, s.num_train, s.num_val, s.height, s.width, s.seed,
@@ -68,11 +53,11 @@ def build_datasets(recipe, verbose=True, splits=("train", "val"), initial_epoch=
     datasets, sizes, notes = {}, {}, []
     for split in splits:
         train = split == "train"
-        if data.format in ("nyuv2", "cityscapes"):
+        if get_format(data.format).reader == "mtan":
             folder, indices = _mtan_split(data, root, split)
             paths, decode, n, source = mtan.mtan_source(
                 root, folder, data.format, list(data.tasks), tuple(data.image_size),
-                indices, data.label_dir,
+                indices, data.label_dir, data.image_normalization,
             )
             if "semantic" in data.tasks:
                 notes.append(f"{split}: labels from {source.folders['semantic']}/")

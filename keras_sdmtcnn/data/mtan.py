@@ -1,6 +1,6 @@
 """Readers for NYUv2 and CityScapes in MTAN's preprocessed ``.npy`` layout.
 
-Layout (see ``DATA_FORMATS.md``)::
+Layout (``docs/data_formats.md`` gives the details)::
 
     ROOT/{train,val}/image/{i}.npy    float (H, W, 3) in [0, 1]
     ROOT/{train,val}/label/{i}.npy    float (H, W), classes, -1 = ignore
@@ -28,17 +28,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from keras_sdmtcnn.data.formats import get_format
 from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
+from keras_sdmtcnn.data.preprocessing import normalize
 from keras_sdmtcnn.errors import UserError
 
-FORMATS = {
-    "nyuv2": {"num_classes": 13, "tasks": ("semantic", "depth", "normal")},
-    "cityscapes": {"num_classes": 7, "tasks": ("semantic", "depth")},
-}
-IGNORE_LABEL = -1
-NYUV2_CLASSES = ("bed", "books", "ceiling", "chair", "floor", "furniture", "objects",
-                 "picture", "sofa", "table", "tv", "wall", "window")
-CITYSCAPES_7 = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
 TASK_DIRS = {"depth": "depth", "normal": "normal"}
 _CHANNELS = {"image": 3, "semantic": None, "depth": 1, "normal": 3}
 
@@ -143,9 +137,9 @@ class MTANSplit:
         self.tasks = list(tasks)
         self.folders = {"image": "image"}
         for task in self.tasks:
-            if task not in FORMATS[fmt]["tasks"]:
+            if task not in get_format(fmt).tasks:
                 raise UserError(f"The {fmt} layout has no {task!r} task; its tasks: "
-                                f"{', '.join(FORMATS[fmt]['tasks'])}.")
+                                f"{', '.join(get_format(fmt).tasks)}.")
             if task == "semantic":
                 self.folders[task] = label_dir(self.dir, fmt, label_folder)
             else:
@@ -169,7 +163,7 @@ class MTANSplit:
         return {key: [os.path.join(self.dir, folder, f"{i}.npy") for i in indices]
                 for key, folder in self.folders.items()}
 
-    def decode_fn(self, image_size):
+    def decode_fn(self, image_size, image_normalization="unit"):
         decoders = {key: _decoder(h) for key, h in self.headers.items()}
         resize = tuple(image_size) != tuple(self.native_size)
 
@@ -193,7 +187,8 @@ class MTANSplit:
                     else:
                         value = tf.image.resize(value, image_size, "nearest")
                     targets[task] = value
-            return image, targets
+            # The stored images are already in [0, 1] (scaled when the folders were made).
+            return normalize(image, image_normalization), targets
 
         return decode
 
@@ -207,16 +202,18 @@ def holdout_indices(n, fraction, seed):
     return sorted(order[k:].tolist()), sorted(order[:k].tolist())
 
 
-def mtan_source(root, split, fmt, tasks, image_size, indices=None, label_folder=None):
+def mtan_source(root, split, fmt, tasks, image_size, indices=None, label_folder=None,
+                image_normalization="unit"):
     """``(paths, decode, num_samples, MTANSplit)`` of a split, every header checked."""
     data = MTANSplit(root, split, fmt, tasks, label_folder)
     indices = data.indices if indices is None else list(indices)
-    return data.paths(indices), data.decode_fn(tuple(image_size)), len(indices), data
+    decode = data.decode_fn(tuple(image_size), image_normalization)
+    return data.paths(indices), decode, len(indices), data
 
 
 def mtan_dataset(root, split, fmt, tasks, image_size, batch_size, shuffle=False,
                  augment=False, flip=False, seed=0, cache=False, indices=None,
-                 label_folder=None):
+                 label_folder=None, image_normalization="unit"):
     """A batched ``tf.data.Dataset`` of ``(image, {task: target})``, its size and source.
 
     Args:
@@ -229,7 +226,7 @@ def mtan_dataset(root, split, fmt, tasks, image_size, batch_size, shuffle=False,
         indices: a subset of the split's indices (for held-out parts).
     """
     paths, decode, n, data = mtan_source(root, split, fmt, tasks, image_size, indices,
-                                         label_folder)
+                                         label_folder, image_normalization)
     if shuffle or augment or flip:
         ds = train_pipeline(paths, decode, n, batch_size, seed, epochs=1, scale=augment,
                             flip=augment or flip, cache=cache)

@@ -21,7 +21,7 @@ so they are physically consistent:
   response map (Taskonomy uses SURF's response, which scikit-image lacks).
 
 :func:`write_scenes` stores a dataset in the **Taskonomy layout and
-encodings** (see ``DATA_FORMATS.md``), so the built-in data goes through the
+encodings** (see ``docs/data_formats.md``), so the built-in data goes through the
 same reader as real Mini-Taskonomy. :func:`ensure_scenes` generates it once
 into a cache directory: into a temporary folder renamed into place when
 complete, so a half-written cache is never mistaken for a complete one.
@@ -37,9 +37,9 @@ import numpy as np
 from PIL import Image
 from skimage import feature, filters
 
-CLASS_NAMES = ("ignore", "floor", "wall", "ceiling", "box", "sphere", "cylinder")
-NUM_CLASSES = len(CLASS_NAMES)
-IGNORE_LABEL = 0
+from keras_sdmtcnn.data.formats import FORMATS
+
+IGNORE_LABEL = FORMATS["scenes"].ignore_label  # class ids: data/formats.py, SCENES_CLASSES
 GRAZING_COS = 0.08
 COMPLETE_MARKER = "COMPLETE.json"
 
@@ -253,7 +253,7 @@ TASKONOMY_DIRS = {
 
 
 def encode_taskonomy(sample):
-    """Encodes one rendered sample as Taskonomy's PNG arrays (see DATA_FORMATS.md)."""
+    """Encodes one rendered sample as Taskonomy's PNG arrays (see docs/data_formats.md)."""
     depth = np.where(sample["depth"] > 0, np.round(sample["depth"] * 512.0), 65535)
     normal = sample["normal"]
     invalid = ~np.any(normal != 0, axis=-1)

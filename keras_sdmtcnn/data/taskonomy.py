@@ -1,6 +1,6 @@
 """Reader for the Taskonomy / Mini-Taskonomy layout, as a ``tf.data`` pipeline.
 
-Layout (see ``DATA_FORMATS.md``)::
+Layout (``docs/data_formats.md`` gives the details)::
 
     ROOT/{domain}/{building}/point_{p}_view_{v}_domain_{domain}.png
 
@@ -10,8 +10,8 @@ with domains ``rgb``, ``segment_semantic`` (or the older
 
 Decoding (the targets the losses expect, see ``tasks.py``):
 
-- image: 8-bit RGB to float32 ``[0, 1]`` (``image_normalization="unit"``) or
-  standardised with the ImageNet mean and std (``"imagenet"``).
+- image: 8-bit RGB to the model's input convention (``preprocessing.py``:
+  ``[0, 1]``, or standardised with ``image_normalization="imagenet"``).
 - ``semantic``: 8-bit labels, int32; 0 = uncertain = the ignore label.
 - ``depth``: 16-bit in units of 1/512 m, to metres; 65535 (invalid) to 0.
 - ``normal``: 8-bit RGB, ``n = 2 x / 255 - 1``; pixels stored as the invalid
@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
 from keras_sdmtcnn.data.png import check_png
+from keras_sdmtcnn.data.preprocessing import normalize, scale_pixels
 from keras_sdmtcnn.errors import UserError
 
 DOMAINS = {
@@ -43,10 +44,6 @@ DOMAINS = {
     "keypoints": ("keypoints2d",),
     "edges": ("edge_texture",),
 }
-NUM_CLASSES = 18
-IGNORE_LABEL = 0
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STANDLEY = {"keypoints": (50.0, 100.0), "edges": (718.0, 1070.0)}
 _EXPECT = {  # bit depths, channels
     "rgb": ((8,), (3, 4)),
@@ -152,10 +149,9 @@ def decode_sample(files, tasks, image_size, image_normalization="unit",
                   target_normalization="unit"):
     """Decodes one sample's files (a dict of path tensors) into (image, targets)."""
     height, width = image_size
-    image = tf.cast(_decode(tf.io.read_file(files["rgb"]), 3, tf.uint8), tf.float32) / 255.0
+    image = scale_pixels(_decode(tf.io.read_file(files["rgb"]), 3, tf.uint8))
     image = tf.image.resize(image, (height, width), method="bilinear", antialias=True)
-    if image_normalization == "imagenet":
-        image = (image - IMAGENET_MEAN) / IMAGENET_STD
+    image = normalize(image, image_normalization)
     targets = {}
     for task in tasks:
         contents = tf.io.read_file(files[task])

@@ -1,0 +1,131 @@
+"""Plans: the YAML files that list the runs of an experiment (``experiments``).
+
+A plan lists runs (a recipe and optional ``--set`` overrides each), the
+seeds to repeat them with, and which single-task runs are the reference of
+Delta_m::
+
+    name: synthetic_methods              # default: the plan file's stem
+    out_dir: runs/experiments/synthetic  # default: runs/experiments/<name>
+    seeds: [0]                           # each run once per seed (training.seed)
+    set: [training.epochs=10]            # overrides for every run
+    reference: {semantic: single_semantic, depth: single_depth}
+    runs:
+      - name: single_semantic
+        recipe: ../recipes/paper/synthetic/single_semantic.yaml   # relative to the plan
+        label: Single task (semantic)
+      - name: li_bilen
+        recipe: ../recipes/paper/synthetic/li_bilen.yaml
+        set: ["objective.feature_teachers={semantic: ${run:single_semantic}}"]
+
+``${run:NAME}`` in an override is the run directory of the plan's run NAME
+(same seed), which must come earlier in the list. This module reads and
+checks the plan file itself; the runner (``workflows/experiments.py``)
+loads its recipes.
+"""
+
+import dataclasses
+import difflib
+import os
+import re
+
+from keras_sdmtcnn.config.loading import read_yaml_mapping
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.tasks import get_task
+
+RUN_REF = re.compile(r"\$\{run:([A-Za-z0-9_.-]+)\}")
+PLAN_KEYS = ("name", "out_dir", "seeds", "set", "reference", "runs")
+RUN_KEYS = ("name", "recipe", "label", "set")
+
+
+@dataclasses.dataclass
+class PlanRun:
+    name: str
+    recipe: str
+    label: str
+    overrides: list
+
+
+@dataclasses.dataclass
+class Plan:
+    name: str
+    out_dir: str
+    seeds: list
+    overrides: list
+    reference: dict
+    runs: list
+
+    def run_dir(self, name, seed):
+        return os.path.join(self.out_dir, name, f"seed-{seed}")
+
+
+def _check_keys(values, allowed, where):
+
+    for key in values:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise UserError(
+                f"{where}: unknown key {key!r}.{hint} Valid keys: {', '.join(allowed)}.")
+
+
+def _string_list(value, where):
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UserError(f"{where} must be a list of KEY=VALUE strings, got {value!r}.")
+    return list(value)
+
+
+def load_plan(path):
+    """Reads and checks a plan file (not the recipes yet)."""
+    values = read_yaml_mapping(path, "Plan")
+    _check_keys(values, PLAN_KEYS, path)
+    name = values.get("name") or os.path.splitext(os.path.basename(path))[0]
+    runs_values = values.get("runs")
+    if not isinstance(runs_values, list) or not runs_values:
+        raise UserError(f"{path}: `runs` must be a non-empty list of {{name, recipe}} entries.")
+    here = os.path.dirname(os.path.abspath(path))
+    runs, names = [], set()
+    for i, entry in enumerate(runs_values):
+        where = f"{path}: runs[{i}]"
+        if not isinstance(entry, dict) or "recipe" not in entry:
+            raise UserError(f"{where} must be a mapping with at least `recipe`, got {entry!r}.")
+        _check_keys(entry, RUN_KEYS, where)
+        recipe = str(entry["recipe"])
+        run_name = str(entry.get("name") or os.path.splitext(os.path.basename(recipe))[0])
+        if run_name in names:
+            raise UserError(f"{where}: the run name {run_name!r} is used twice; give it a `name`.")
+        names.add(run_name)
+        candidates = [os.path.join(here, recipe), recipe]
+        found = next((c for c in candidates if os.path.isfile(c)), None)
+        if found is None:
+            raise UserError(
+                f"{where} ({run_name}): recipe {recipe} does not exist (looked in "
+                f"{here} and the current directory).")
+        runs.append(PlanRun(run_name, os.path.normpath(found), str(entry.get("label") or run_name),
+                            _string_list(entry.get("set"), f"{where}.set")))
+    seeds = values.get("seeds", [0])
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise UserError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}.")
+    reference = values.get("reference") or {}
+    if not isinstance(reference, dict):
+        raise UserError(f"{path}: reference must map tasks to single-task run names.")
+    for task, run_name in reference.items():
+        get_task_or_error(task, f"{path}: reference")
+        if run_name not in names:
+            raise UserError(
+                f"{path}: reference.{task} names {run_name!r}, which is not a run of the plan "
+                f"({', '.join(sorted(names))}).")
+    out_dir = values.get("out_dir") or os.path.join("runs", "experiments", name)
+    return Plan(name, out_dir, seeds, _string_list(values.get("set"), f"{path}: set"),
+                dict(reference), runs)
+
+
+def get_task_or_error(task, where):
+    try:
+        return get_task(task)
+    except ValueError as e:
+        raise UserError(f"{where}: {e}") from None
+
+

@@ -1,0 +1,335 @@
+"""The recipe schema: typed dataclasses with defaults, and the checks types cannot make.
+
+A recipe has five sections (``data``, ``model``, ``objective``, ``training``,
+``output``) whose fields all have defaults; a YAML file only overrides
+fields (``loading.py`` reads it). An unknown key, a value of the wrong type
+or an impossible value raises :class:`~keras_sdmtcnn.errors.UserError`
+naming the key path (``training.epochs``) and, for a misspelt key or
+choice, the closest valid one.
+
+This package imports no TensorFlow: a bad recipe is reported in well under a
+second. The choices of ``objective.name`` and ``objective.weighting`` are
+the names under which ``training/objectives.py`` and
+``training/weighting.py`` register their classes (a test holds the two
+together).
+"""
+
+import dataclasses
+import difflib
+import types
+import typing
+
+from keras_sdmtcnn.data.formats import FORMAT_NAMES, get_format
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.tasks import TASK_NAMES
+
+OBJECTIVE_NAMES = ("separate", "ensemble", "teacher_only")
+WEIGHTING_NAMES = ("equal", "dwa", "uncertainty")
+DISTILLATION_NAMES = ("paper", "cauchy_schwarz")
+ALL_TASKS = list(TASK_NAMES)
+
+
+@dataclasses.dataclass
+class ScenesConfig:
+    """The built-in procedural dataset (``data.format: scenes``)."""
+
+    num_train: int = 400
+    num_val: int = 100
+    height: int = 96
+    width: int = 128
+    seed: int = 0
+    cache_dir: str = "~/.cache/keras_sdmtcnn"
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Which data, at which size, with which preprocessing."""
+
+    format: str = "scenes"  # scenes | taskonomy | nyuv2 | cityscapes
+    root: str | None = None  # dataset root (all but scenes)
+    tasks: list = dataclasses.field(default_factory=lambda: list(ALL_TASKS))
+    image_size: list = dataclasses.field(default_factory=lambda: [288, 384])
+    num_classes: int | None = None  # default: the format's (scenes 7, taskonomy 18, nyuv2 13, cityscapes 7)
+    ignore_label: int | None = None  # default: the format's (0 scenes/taskonomy, -1 nyuv2/cityscapes)
+    # Taskonomy/scenes: buildings, a .txt or .csv (default splits/{train,val}.txt);
+    # nyuv2/cityscapes: the split folder (default train and val).
+    train_split: list | str | None = None
+    val_split: list | str | None = None
+    val_source: str = "val"  # val | holdout (a seeded part of train, for model selection)
+    holdout_fraction: float = 0.1  # with val_source: holdout
+    holdout_seed: int = 0
+    label_dir: str | None = None  # cityscapes: label_7 (default, else label), label_19, label_2
+    flip: bool = False  # random left-right flips in training (negates normal x)
+    augment: bool = False  # MTAN's random scale {1, 1.2, 1.5} crop (depth / s) and flip
+    cache: bool = False  # keep decoded samples in memory (nyuv2, cityscapes)
+    image_normalization: str = "unit"  # unit ([0, 1]) | imagenet
+    target_normalization: str = "unit"  # unit | standley (keypoints, edges)
+    check_all_files: bool = True  # check every PNG header before training
+    scenes: ScenesConfig = dataclasses.field(default_factory=ScenesConfig)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Architecture; the defaults are the paper's."""
+
+    decoder: str = "segnet"  # segnet | unet
+    attention: bool = True
+    width_multiplier: float = 1.0
+    encoder_filters: list = dataclasses.field(default_factory=lambda: [64, 128, 256, 512])
+    encoder_depths: list = dataclasses.field(default_factory=lambda: [2, 2, 3, 4])
+    bottleneck_filters: int = 1024
+    student_filters: list = dataclasses.field(default_factory=lambda: [128, 64, 32, 16])
+    synchronized_bn: bool | None = None  # default: on when there is more than one replica
+
+
+@dataclasses.dataclass
+class ObjectiveConfig:
+    """The training objective (``objectives.py``)."""
+
+    name: str = "separate"  # separate (Eq. 5) | ensemble (Eq. 6) | teacher_only
+    kd_weight: float = 1.0  # lambda; 0 is Baseline-2
+    temperature: float = 1.0
+    regression_kd: str = "mse"  # mse | euclidean (reading of Eq. 4)
+    detach_teacher: bool = True
+    task_weights: dict = dataclasses.field(default_factory=dict)
+    distillation: str = "paper"  # paper (KL + l2, Eq. 3-4) | cauchy_schwarz (KDAM Eq. 4-7)
+    weighting: str = "equal"  # equal (the paper) | dwa | uncertainty
+    dwa_temperature: float = 2.0
+    # null: self-distillation (SD-MTCNN). "train": traditional two-stage KD
+    # (Baseline-3): stage 1 trains the Teacher (teacher_only) in
+    # RUN_DIR/stage1_teacher, stage 2 a Student network from scratch with it
+    # frozen. A run directory: that finished run's Teacher, frozen.
+    frozen_teacher: str | None = None
+    # Li & Bilen feature distillation: {task: finished single-task run directory}.
+    feature_teachers: dict = dataclasses.field(default_factory=dict)
+    feature_weights: dict = dataclasses.field(default_factory=dict)  # lambda_t (default 1)
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    epochs: int = 200
+    batch_size: int = 2
+    optimizer: str = "adam"  # adam | adamw | sgd
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0  # adamw only
+    seed: int = 0  # fixes data order, augmentation and initialisation
+    deterministic: bool = False  # deterministic TF ops (slower; exact reruns)
+    distribute: str = "auto"  # auto | none | mirrored | multi_worker (TF_CONFIG)
+    cpu_replicas: int = 1  # split the CPU into N logical devices (MirroredStrategy on CPU)
+    mixed_precision: str = "none"  # none | mixed_float16 | mixed_bfloat16
+    steps_per_epoch: int | None = None  # default: the whole training split
+    validation_steps: int | None = None  # default: the whole validation split
+
+
+@dataclasses.dataclass
+class OutputConfig:
+    run_dir: str | None = None  # default: runs/<recipe name>
+    monitor: str = "val_loss"  # what the best checkpoint minimises
+    verbose: int = 1  # 0 silent, 1 progress bar and a line per epoch
+    tensorboard: bool = True  # logs in RUN_DIR/tensorboard
+    panels_every: int = 5  # prediction panels in TensorBoard every N epochs (0: never)
+
+
+@dataclasses.dataclass
+class Recipe:
+    name: str = "recipe"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+
+
+CHOICES = {
+    "data.format": FORMAT_NAMES,
+    "data.val_source": ("val", "holdout"),
+    "data.image_normalization": ("unit", "imagenet"),
+    "data.target_normalization": ("unit", "standley"),
+    "model.decoder": ("segnet", "unet"),
+    "objective.name": OBJECTIVE_NAMES,
+    "objective.regression_kd": ("mse", "euclidean"),
+    "objective.distillation": DISTILLATION_NAMES,
+    "objective.weighting": WEIGHTING_NAMES,
+    "training.optimizer": ("adam", "adamw", "sgd"),
+    "training.distribute": ("auto", "none", "mirrored", "multi_worker"),
+    "training.mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
+}
+
+
+def _fields(cls):
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _type_name(hint):
+    if isinstance(hint, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return {type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _coerce(value, hint, path):
+    """Checks ``value`` against a field's type (ints pass as floats)."""
+    if isinstance(hint, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, path)
+            except UserError:
+                continue
+        raise UserError(
+            f"{path} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})."
+        )
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise UserError(
+        f"{path} must be {_type_name(hint)}, got {value!r} ({type(value).__name__})."
+    )
+
+
+def build(cls, values, path):
+    if not isinstance(values, dict):
+        raise UserError(f"{path or 'the recipe'} must be a mapping of keys, got {values!r}.")
+    fields = _fields(cls)
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" Did you mean {path + '.' if path else ''}{close[0]}?" if close else ""
+            raise UserError(
+                f"Unknown recipe key {full}.{hint} Valid keys here: {', '.join(fields)}."
+            )
+        hint = fields[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = build(hint, value, full)
+        else:
+            kwargs[key] = _coerce(value, hint, full)
+    return cls(**kwargs)
+
+
+def validate(recipe):
+    """Checks values that types cannot: choices, ranges, task names, sizes."""
+    for path, allowed in CHOICES.items():
+        section, key = path.split(".")
+        value = getattr(getattr(recipe, section), key)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(
+                f"{path} must be one of {', '.join(allowed)}; got {value!r}.{hint}"
+            )
+    data, model, training = recipe.data, recipe.model, recipe.training
+    if not data.tasks:
+        raise UserError(f"data.tasks is empty: list at least one of {', '.join(ALL_TASKS)}.")
+    for task in data.tasks:
+        if task not in ALL_TASKS:
+            close = difflib.get_close_matches(str(task), ALL_TASKS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(
+                f"data.tasks names unknown task {task!r}.{hint} "
+                f"Allowed: {', '.join(ALL_TASKS)}."
+            )
+    if len(set(data.tasks)) != len(data.tasks):
+        raise UserError(f"data.tasks repeats a task: {data.tasks}.")
+    factor = 2 ** len(model.encoder_filters)
+    if (len(data.image_size) != 2
+            or not all(isinstance(s, int) and s > 0 and s % factor == 0
+                       for s in data.image_size)):
+        raise UserError(
+            f"data.image_size must be [height, width], each a positive multiple of "
+            f"{factor} (the model pools {len(model.encoder_filters)} times); "
+            f"got {data.image_size}."
+        )
+    fmt = get_format(data.format)
+    if fmt.needs_root and not data.root:
+        raise UserError(
+            f"data.root is required for data.format: {data.format}; set it in the "
+            "recipe or with --set data.root=PATH."
+        )
+    extra = [t for t in data.tasks if t not in fmt.tasks]
+    if extra:
+        raise UserError(
+            f"data.tasks has {extra}, which data.format: {data.format} does not "
+            f"provide (it has {', '.join(fmt.tasks)})."
+        )
+    if data.val_source == "holdout" and not fmt.holdout:
+        with_holdout = [f for f in FORMAT_NAMES if get_format(f).holdout]
+        raise UserError(
+            f"data.val_source: holdout is for {' and '.join(with_holdout)}; with data.format: "
+            f"{data.format}, choose the validation buildings with data.val_split."
+        )
+    if data.val_source == "holdout" and not 0 < data.holdout_fraction < 1:
+        raise UserError(
+            f"data.holdout_fraction must be in (0, 1) with data.val_source: holdout, "
+            f"got {data.holdout_fraction}."
+        )
+    if data.num_classes is not None and data.num_classes < 2:
+        raise UserError(f"data.num_classes must be >= 2, got {data.num_classes}.")
+    s = data.scenes
+    if s.num_train < 1 or s.num_val < 1:
+        raise UserError("data.scenes.num_train and data.scenes.num_val must be >= 1.")
+    if s.height < 16 or s.width < 16:
+        raise UserError("data.scenes.height and data.scenes.width must be >= 16.")
+    if len(model.encoder_depths) != len(model.encoder_filters):
+        raise UserError("model.encoder_depths and model.encoder_filters must have the same length.")
+    if len(model.student_filters) != len(model.encoder_filters):
+        raise UserError(
+            f"model.student_filters needs {len(model.encoder_filters)} entries "
+            "(one transposed convolution per encoder block)."
+        )
+    if model.width_multiplier <= 0:
+        raise UserError(f"model.width_multiplier must be > 0, got {model.width_multiplier}.")
+    if recipe.objective.kd_weight < 0:
+        raise UserError(f"objective.kd_weight must be >= 0, got {recipe.objective.kd_weight}.")
+    if recipe.objective.temperature <= 0:
+        raise UserError("objective.temperature must be > 0.")
+    for task in recipe.objective.task_weights:
+        if task not in data.tasks:
+            raise UserError(
+                f"objective.task_weights names {task!r}, which is not in data.tasks {data.tasks}."
+            )
+    objective = recipe.objective
+    if objective.dwa_temperature <= 0:
+        raise UserError(f"objective.dwa_temperature must be > 0, got {objective.dwa_temperature}.")
+    if objective.frozen_teacher is not None:
+        if objective.name == "teacher_only":
+            raise UserError(
+                "objective.frozen_teacher distils into a Student: use objective.name "
+                "separate or ensemble with it, not teacher_only.")
+        if objective.feature_teachers:
+            raise UserError(
+                "objective.frozen_teacher and objective.feature_teachers are two methods; "
+                "set one of them.")
+    for key in ("feature_teachers", "feature_weights"):
+        for task, value in getattr(objective, key).items():
+            if task not in data.tasks:
+                raise UserError(
+                    f"objective.{key} names {task!r}, which is not in data.tasks {data.tasks}.")
+            if key == "feature_teachers" and not isinstance(value, str):
+                raise UserError(
+                    f"objective.feature_teachers.{task} must be a run directory, got {value!r}.")
+            if key == "feature_weights" and (isinstance(value, bool)
+                                             or not isinstance(value, (int, float))
+                                             or value < 0):
+                raise UserError(
+                    f"objective.feature_weights.{task} must be a number >= 0, got {value!r}.")
+    if training.epochs < 1:
+        raise UserError(f"training.epochs must be >= 1, got {training.epochs}.")
+    if training.batch_size < 1:
+        raise UserError(f"training.batch_size must be >= 1, got {training.batch_size}.")
+    if training.learning_rate <= 0:
+        raise UserError(f"training.learning_rate must be > 0, got {training.learning_rate}.")
+    if training.cpu_replicas < 1:
+        raise UserError(f"training.cpu_replicas must be >= 1, got {training.cpu_replicas}.")
+    for key in ("steps_per_epoch", "validation_steps"):
+        value = getattr(training, key)
+        if value is not None and value < 1:
+            raise UserError(f"training.{key} must be >= 1 (or null), got {value}.")

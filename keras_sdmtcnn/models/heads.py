@@ -1,0 +1,22 @@
+"""The Student's heads: a few stride-2 transposed convolutions straight off the bottleneck.
+
+The cheap branch that goes to the phone (paper Sec. 4.1): each head is one
+stride-2 3x3 transposed convolution with BatchNorm and ReLU per encoder
+stage, back to the input resolution, then the task's 1x1 output layer. A
+head knows the shape of its task's output, not the task.
+"""
+
+from keras_sdmtcnn.models import layers as blocks
+from keras_sdmtcnn.models.backbone import BOTTLENECK
+
+
+def student_head(backbone_outputs, prefix, head_filters, channels, activation,
+                 synchronized_bn=False):
+    """One Student head on the backbone's outputs; returns its output tensor.
+
+    Layers are named ``{prefix}_deconv{j}_*``; the output is named ``prefix``.
+    """
+    z = backbone_outputs[BOTTLENECK]
+    for j, f in enumerate(head_filters, start=1):
+        z = blocks.deconv_bn_relu(z, f, f"{prefix}_deconv{j}", synchronized_bn)
+    return blocks.output_layer(z, channels, activation, prefix)

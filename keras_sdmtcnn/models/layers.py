@@ -1,0 +1,207 @@
+"""Building blocks of the SD-MTCNN graph.
+
+Everything here is either a plain Keras layer wired by a helper function, or a
+small registered layer (so a saved ``.keras`` file reloads without
+``custom_objects``). Layers know nothing about tasks.
+
+The helpers take a ``name`` prefix and give every layer they create an
+explicit, stage-indexed name (``encoder2_conv1``, ``depth_student_deconv3``),
+so summaries, checkpoints and sub-models stay readable.
+"""
+
+import keras
+from keras import layers, ops
+
+from keras_sdmtcnn import PACKAGE
+from keras_sdmtcnn.models.kernels import FusedBatchNormalization, MatmulGradConv2D
+
+
+# PyTorch's default BatchNorm momentum (0.1 there, 0.9 in Keras' convention),
+# as in the MTAN/SD-MTCNN code lineage; Keras' 0.99 leaves the moving
+# statistics far from the data for the first few hundred steps.
+BN_MOMENTUM = 0.9
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PoolingMask(layers.Layer):
+    """Where 2x2 max pooling took each value from: a 0/1 map at the input's resolution.
+
+    Takes ``[pre_pool, pooled]``: features before 2x2 max pooling and after.
+    The result has ``pre_pool``'s shape, with 1 at the position of each
+    window's maximum and 0 at the three others. When several positions tie
+    for the maximum (frequent after a ReLU: all zeros), the first in
+    row-major order wins, as with TensorFlow's max-pool-with-argmax op, so
+    SegNet's unpooling (:class:`Unpool2D`) is exact.
+
+    Only strided slices, comparisons, multiplies, stack and reshape are used,
+    so the mask converts to TFLite with builtin ops (tested); the argmax
+    pooling op does not, and it also blocks XLA.
+
+    Reference:
+        Badrinarayanan et al., "SegNet", TPAMI 2017.
+    """
+
+    def call(self, inputs):
+        pre_pool, pooled = inputs
+        corners = (
+            pre_pool[:, 0::2, 0::2, :],
+            pre_pool[:, 0::2, 1::2, :],
+            pre_pool[:, 1::2, 0::2, :],
+            pre_pool[:, 1::2, 1::2, :],
+        )
+        not_taken = ops.ones_like(pooled)
+        hits = []
+        for corner in corners:
+            hit = ops.cast(ops.equal(corner, pooled), pooled.dtype) * not_taken
+            hits.append(hit)
+            not_taken = not_taken * (1.0 - hit)
+        top = _interleave_columns(hits[0], hits[1])
+        bottom = _interleave_columns(hits[2], hits[3])
+        return _interleave_rows(top, bottom)
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[0])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Unpool2D(layers.Layer):
+    """SegNet 2x2 max-unpooling: each value goes back where pooling took it from.
+
+    Takes ``[x, mask]``: decoder features ``x`` at the pooled resolution and
+    the :class:`PoolingMask` of the encoder stage. Each value of ``x`` is
+    copied to its 2x2 window and multiplied by the mask, so it lands at the
+    window's maximum and the three other positions are zero.
+
+    Example:
+        >>> pooled = keras.layers.MaxPooling2D()(features)
+        >>> mask = PoolingMask()([features, pooled])
+        >>> up = Unpool2D()([decoded, mask])
+    """
+
+    def call(self, inputs):
+        x, mask = inputs
+        columns = _interleave_columns(x, x)
+        return _interleave_rows(columns, columns) * ops.cast(mask, x.dtype)
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[1])
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class L2Normalize(layers.Layer):
+    """Unit vectors along the last axis: ``x * rsqrt(sum(x^2) + epsilon)``.
+
+    Unlike ``UnitNormalization`` (a max with epsilon), this stays finite for
+    an exact zero vector in every runtime (TFLite's XNNPACK included): a zero
+    vector maps to zero. Computed in float32. The epsilon (on the squared
+    norm, as in ``tf.math.l2_normalize``) bounds the gradient for near-zero
+    vectors; vectors shorter than about 1e-6 are not rescaled to unit length.
+    """
+
+    def __init__(self, epsilon=1e-12, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, x):
+        x = ops.cast(x, "float32")  # the epsilon must not underflow (float16)
+        return x * ops.rsqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def _interleave_columns(a, b):
+    # (B, h, w, C) x2 -> (B, h, 2w, C) with a at even and b at odd columns.
+    shape = ops.shape(a)
+    stacked = ops.stack([a, b], axis=3)
+    return ops.reshape(stacked, (-1, shape[1], shape[2] * 2, shape[3]))
+
+
+def _interleave_rows(a, b):
+    # (B, h, W, C) x2 -> (B, 2h, W, C) with a at even and b at odd rows.
+    shape = ops.shape(a)
+    stacked = ops.stack([a, b], axis=2)
+    return ops.reshape(stacked, (-1, shape[1] * 2, shape[2], shape[3]))
+
+
+def conv_bn_relu(x, filters, name, kernel_size=3, synchronized_bn=False):
+    """3x3 convolution (no bias), BatchNorm and ReLU, named ``{name}_conv`` etc.
+
+    Kernels use He initialisation (suited to ReLU; SegNet's choice), so the
+    activations keep their scale through the deep Teacher decoders.
+    """
+    x = MatmulGradConv2D(
+        filters, kernel_size, padding="same", use_bias=False,
+        kernel_initializer="he_normal", name=f"{name}_conv",
+    )(x)
+    x = FusedBatchNormalization(
+        momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_bn"
+    )(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def conv_stack(x, filters, name, synchronized_bn=False):
+    """A block of conv-BN-ReLU layers, one per entry of ``filters``.
+
+    Layers are named ``{name}_conv{i}`` (1-based) with ``_bn`` / ``_relu``.
+    """
+    for i, f in enumerate(filters, start=1):
+        x = conv_bn_relu(x, f, f"{name}_conv{i}", synchronized_bn=synchronized_bn)
+    return x
+
+
+def attention_gate(features, context, name, synchronized_bn=False):
+    """Task attention of a Teacher decoder block (MTAN-style).
+
+    A mask is computed from the decoder ``features`` concatenated with the
+    encoder ``context`` of the same scale: conv3x3-BN-ReLU, conv3x3-BN,
+    sigmoid. The mask (values in [0, 1], one per channel of ``features``)
+    gates the features by multiplication.
+
+    Reference:
+        Jha et al., "SD-MTCNN", BMVC 2020, Sec. 4.1; Liu et al., "MTAN",
+        CVPR 2019.
+    """
+    filters = features.shape[-1]
+    x = layers.Concatenate(name=f"{name}_concat")([features, context])
+    x = conv_bn_relu(x, filters, f"{name}_conv1", synchronized_bn=synchronized_bn)
+    x = MatmulGradConv2D(
+        filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
+        name=f"{name}_conv2_conv",
+    )(x)
+    x = FusedBatchNormalization(
+        momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_conv2_bn"
+    )(x)
+    mask = layers.Activation("sigmoid", name=f"{name}_mask")(x)
+    return layers.Multiply(name=f"{name}_gate")([features, mask])
+
+
+def deconv_bn_relu(x, filters, name, synchronized_bn=False):
+    """Stride-2 3x3 transposed convolution (doubles H and W), BN, ReLU."""
+    x = layers.Conv2DTranspose(
+        filters, 3, strides=2, padding="same", use_bias=False,
+        kernel_initializer="he_normal", name=f"{name}_deconv",
+    )(x)
+    x = FusedBatchNormalization(
+        momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_bn"
+    )(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def output_layer(x, channels, activation, name):
+    """The task's prediction layer: a 1x1 convolution and its activation.
+
+    ``activation`` is ``"logits"`` or ``"linear"`` (the convolution's output as
+    is) or ``"l2_normalize"`` (unit vectors along channels). The returned
+    tensor is named exactly ``name``. It is computed in float32 whatever the
+    mixed-precision policy, so outputs and losses stay float32.
+    """
+    if activation in ("logits", "linear"):
+        return layers.Conv2D(channels, 1, dtype="float32", name=name)(x)
+    if activation == "l2_normalize":
+        x = layers.Conv2D(channels, 1, dtype="float32", name=f"{name}_conv")(x)
+        return L2Normalize(dtype="float32", name=name)(x)
+    raise ValueError(
+        f"Unknown output activation {activation!r}; "
+        "allowed: 'logits', 'linear', 'l2_normalize'."
+    )

@@ -1,0 +1,42 @@
+"""Loading ``.keras`` files of this library: every class they may name is registered first.
+
+``keras.models.load_model`` finds a custom class only once its module has
+run its ``register_keras_serializable`` decorator. :func:`load_model`
+imports every module that registers one (models, the legacy names of files
+before 0.2, objectives, optimizers, losses, weightings, metrics) and then
+loads.
+"""
+
+import os
+
+from keras_sdmtcnn.errors import UserError
+
+
+def register_all():
+    """Imports every module that registers a class a saved model may name."""
+    import keras_sdmtcnn.data.preprocessing  # noqa: F401
+    import keras_sdmtcnn.models.distillation  # noqa: F401
+    import keras_sdmtcnn.models.legacy  # noqa: F401
+    import keras_sdmtcnn.models.sdmtcnn  # noqa: F401
+    import keras_sdmtcnn.training.losses  # noqa: F401
+    import keras_sdmtcnn.training.metrics  # noqa: F401
+    import keras_sdmtcnn.training.objectives  # noqa: F401
+    import keras_sdmtcnn.training.optimizers  # noqa: F401
+    import keras_sdmtcnn.training.weighting  # noqa: F401
+
+
+def load_model(path, compile=True):
+    """Loads a ``.keras`` file written by this library (any version)."""
+    import keras
+
+    register_all()
+    if not os.path.isfile(path):
+        raise UserError(f"{path} does not exist: is it a finished run's model file?")
+    return keras.models.load_model(path, compile=compile)
+
+
+def load_model_config(path):
+    """``(model, constructor config without name and trainable)`` of a saved model."""
+    model = load_model(path, compile=False)
+    config = {k: v for k, v in model.get_config().items() if k not in ("name", "trainable")}
+    return model, config

@@ -1,0 +1,113 @@
+"""Keras callbacks used by ``fit``: progress, and the run directory's records."""
+
+import math
+import os
+
+import keras
+
+from keras_sdmtcnn.data.preprocessing import to_raw_pixels
+from keras_sdmtcnn.runs.reporting import epoch_line
+from keras_sdmtcnn.tasks import BRANCHES
+
+
+class ProgressLogger(keras.callbacks.Callback):
+    """A progress bar per epoch (loss only) and one readable line per epoch."""
+
+    def __init__(self, tasks, epochs, steps=None, verbose=1, print_fn=print):
+        super().__init__()
+        self.tasks, self.epochs, self.steps = tasks, epochs, steps
+        self.verbose, self.print_fn = verbose, print_fn
+        self._bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.verbose:
+            self.print_fn(f"Epoch {epoch + 1}/{self.epochs}")
+            self._bar = keras.utils.Progbar(
+                self.steps, unit_name="step", stateful_metrics=["loss"]
+            )
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is not None and logs:
+            self._bar.update(batch + 1, [("loss", float(logs["loss"]))])
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._bar is not None and self._bar.target is None:
+            self._bar.target = self._bar._seen_so_far
+            self._bar.update(self._bar._seen_so_far, finalize=True)
+        if self.verbose:
+            self.print_fn(epoch_line(epoch + 1, logs or {}, self.tasks))
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Keeps a run directory's records and checkpoints, epoch by epoch.
+
+    After each epoch: the records (``RunDir.write_history``), then the
+    checkpoint that becomes the resume point (``RunDir.save_checkpoint``),
+    marked best when ``monitor`` improved.
+
+    A non-finite loss term stops training before anything of that epoch is
+    saved; ``bad_term`` names it (a specific term before the total ``loss``).
+    """
+
+    def __init__(self, run_dir, monitor="val_loss", history=None, best=None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.monitor = monitor
+        self.history = list(history or [])
+        self.best = math.inf if best is None else best
+        self.bad_term = None
+
+    def _check(self, logs):
+        bad = sorted((k for k, v in (logs or {}).items() if not math.isfinite(float(v))),
+                     key=lambda k: (k == "loss", k))
+        if bad:
+            self.bad_term = bad[0]
+            self.model.stop_training = True
+        return not bad
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bad_term is not None or not self._check(logs):
+            return
+        record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        self.history.append(record)
+        self.run_dir.write_history(self.history)
+        value = record.get(self.monitor, record.get("loss"))
+        improved = value < self.best
+        if improved:
+            self.best = value
+        self.run_dir.save_checkpoint(self.model, epoch + 1, self.best, self.monitor, improved)
+
+
+class PanelSummary(keras.callbacks.Callback):
+    """Every ``every`` epochs, prediction panels of a few validation images in TensorBoard."""
+
+    def __init__(self, log_dir, images, tasks, every=5, image_normalization="unit"):
+        super().__init__()
+        self.images, self.tasks, self.every = images, tasks, every
+        self.image_normalization = image_normalization
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.every or (epoch + 1) % self.every:
+            return
+        import numpy as np
+        import tensorflow as tf
+
+        from keras_sdmtcnn.runs.pictures import named_outputs, panel
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "panels"))
+        outputs = self.model.predict(self.images, verbose=0)
+        pictures = []
+        for i, image in enumerate(self.images):
+            rows = [(b, named_outputs(outputs, b, self.tasks, i)) for b in BRANCHES]
+            raw = to_raw_pixels(image, self.image_normalization)
+            pictures.append(np.asarray(panel(raw, rows, self.tasks)))
+        with self._writer.as_default():
+            tf.summary.image("predictions", np.stack(pictures), step=epoch + 1,
+                             max_outputs=len(pictures))
+        self._writer.flush()

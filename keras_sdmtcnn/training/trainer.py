@@ -1,0 +1,202 @@
+"""The training logic shared by every multi-task model: ``train_step`` and ``test_step``.
+
+:class:`MultiTaskTrainer` is a ``keras.Model`` whose ``compile`` takes an
+objective (see ``objectives.py``) instead of a loss. ``fit``, ``evaluate``
+and ``predict`` then work as for any Keras model:
+
+- ``train_step`` computes the objective's terms on the model's dict of
+  outputs, applies the gradient of ``loss`` and tracks every term
+  (``loss``, ``{task}_teacher_loss``, ``{task}_student_loss``,
+  ``{task}_kd_loss``, ...) with one ``keras.metrics.Mean`` each.
+- ``test_step`` tracks the same terms and updates the streaming task metrics
+  of the Teacher and the Student (``metrics.py``), whose values appear in
+  ``evaluate(..., return_dict=True)`` as ``{task}_{branch}_{metric}``.
+
+Distribution: the loss terms are replica-local shares of the global-batch
+mean (``losses.global_mean``), so the gradients that ``tf.distribute`` sums
+across replicas are those of the global-batch loss. Trackers record each
+share times the number of replicas, so their (summed) values are the
+global-batch values.
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_sdmtcnn.training.metrics import make_task_metric
+from keras_sdmtcnn.training.objectives import Objective
+from keras_sdmtcnn.tasks import output_name
+
+
+class MultiTaskTrainer(keras.Model):
+    """A ``keras.Model`` with an objective-based ``train_step``/``test_step``.
+
+    Subclasses set ``self.tasks``, ``self.num_classes``, ``self.ignore_label``
+    and ``self.branches`` and produce a dict of outputs named
+    ``{task}_{branch}``.
+    """
+
+    def compile(self, optimizer="adam", objective=None, jit_compile=False,
+                steps_per_execution=1, run_eagerly=False, **kwargs):
+        """Configures training.
+
+        Args:
+            optimizer: a ``keras.optimizers.Optimizer`` or its name.
+            objective: an :class:`~keras_sdmtcnn.training.objectives.Objective`
+                (default: ``SeparateObjective()``, the paper's Eq. 5).
+            jit_compile: XLA; off by default (slower for SegNet on CPUs).
+        """
+        if objective is None:
+            from keras_sdmtcnn.training.objectives import SeparateObjective
+
+            objective = SeparateObjective()
+        if not isinstance(objective, Objective):
+            raise ValueError(
+                f"objective must be an Objective (see keras_sdmtcnn.training.objectives), "
+                f"got {type(objective).__name__}."
+            )
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                "MultiTaskTrainer takes an `objective`, not a `loss`: the task "
+                "losses are declared by the tasks."
+            )
+        super().compile(
+            optimizer=optimizer,
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+            run_eagerly=run_eagerly,
+        )
+        self.objective = objective
+        # The weighting's state (DWA history, learned log-variances) is part
+        # of the model: tracked here, saved in checkpoints, restored on resume.
+        self.loss_weighting = objective.make_weighting(list(self.tasks))
+        self._term_trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in objective.term_names(self.tasks) + self.extra_term_names()
+        }
+        self._task_metrics = [
+            (task, branch, make_task_metric(
+                task, output_name(task, branch), self.num_classes, self.ignore_label
+            ))
+            for task in self.tasks
+            for branch in self.branches
+        ]
+
+    def branch_model(self, branch):
+        """A sub-model of one branch (``"teacher"`` or ``"student"``), sharing weights."""
+        raise NotImplementedError
+
+    def teacher_model(self):
+        """The Teacher: encoder and attention decoders (shares weights)."""
+        return self.branch_model("teacher")
+
+    def student_model(self):
+        """The Student: encoder and deconvolution heads (shares weights)."""
+        return self.branch_model("student")
+
+    def _check_branch(self, branch):
+        if branch not in self.branches:
+            raise ValueError(f"branch must be one of {self.branches}, got {branch!r}.")
+
+    @property
+    def metrics(self):
+        trackers = list(getattr(self, "_term_trackers", {}).values())
+        return trackers + [m for _, _, m in getattr(self, "_task_metrics", [])]
+
+    def extra_term_names(self):
+        """Names of terms a subclass adds to the objective's (see ``extra_terms``)."""
+        return []
+
+    def extra_terms(self, y, y_pred):
+        """Terms a subclass adds to the objective's; each also adds to ``loss``."""
+        return {}
+
+    def _terms(self, y, y_pred):
+        terms = self.objective(y, y_pred, self.tasks, self.ignore_label,
+                               weighting=self.loss_weighting)
+        extra = self.extra_terms(y, y_pred)
+        if extra:
+            terms["loss"] = terms["loss"] + tf.add_n(list(extra.values()))
+            terms.update(extra)
+        return terms
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        """``keras.Model.fit``, plus the epoch-end update of an adaptive weighting."""
+        from keras_sdmtcnn.training.weighting import EpochEndWeighting, EqualWeighting
+
+        callbacks = list(callbacks or [])
+        weighting = getattr(self, "loss_weighting", None)
+        if weighting is not None and not isinstance(weighting, EqualWeighting):
+            keys = {t: self.objective.weighted_terms(t) for t in self.tasks}
+            callbacks.insert(0, EpochEndWeighting(weighting, keys))
+        return super().fit(*args, callbacks=callbacks, **kwargs)
+
+    def _track(self, terms):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for name, tracker in self._term_trackers.items():
+            tracker.update_state(terms[name] * replicas)
+
+    def train_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            terms = self._terms(y, y_pred)
+            loss = terms["loss"]
+            if self.losses:
+                loss += tf.add_n(self.losses)
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        self._track(terms)
+        return _for_keras_reduction({name: t.result() for name, t in self._term_trackers.items()})
+
+    def test_step(self, data):
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        self._track(self._terms(y, y_pred))
+        for task, branch, metric in self._task_metrics:
+            metric.update_state(y[task], y_pred[output_name(task, branch)])
+        return _for_keras_reduction(self.get_metrics_result())
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (TF backend) reduces a whole (x, {task: y}) batch with one
+        # strategy.reduce before building; MultiWorkerMirroredStrategy rejects
+        # that nested structure. This model is built at construction and
+        # compile() creates its metrics, so only the optimizer needs building,
+        # which needs no data: build it under the strategy without the batch.
+        if getattr(self, "_distribute_strategy", None) is None:
+            return
+        with self.distribute_strategy.scope():
+            if self.optimizer is not None and not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
+
+    def get_compile_config(self):
+        if not self.compiled:
+            return None
+        return {
+            "optimizer": keras.saving.serialize_keras_object(self.optimizer),
+            "objective": keras.saving.serialize_keras_object(self.objective),
+        }
+
+    def compile_from_config(self, config):
+        optimizer = keras.saving.deserialize_keras_object(config["optimizer"])
+        objective = keras.saving.deserialize_keras_object(config["objective"])
+        self.compile(optimizer=optimizer, objective=objective)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+
+def _for_keras_reduction(logs):
+    """Logs shaped for Keras' cross-replica reduction of step outputs.
+
+    Across several workers Keras reduces each log with
+    ``strategy.reduce("MEAN", value, axis=0)``, which needs an axis: scalars
+    get one there (the reduction returns scalars again).
+    """
+    strategy = tf.distribute.get_strategy()
+    in_multi_worker = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and (
+            in_multi_worker is not None and in_multi_worker()):
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+    return logs

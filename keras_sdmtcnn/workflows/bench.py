@@ -1,0 +1,251 @@
+"""The cost of every path of a recipe: what ``python -m keras_sdmtcnn.bench`` calls.
+
+Measures, each as a median over ``--steps`` repetitions after warm-up, and
+writes JSON plus a readable table:
+
+- parameters and forward FLOPs of the full model, Teacher and Student;
+- train step seconds and samples/s for ``teacher_only``, ``separate`` and
+  ``ensemble``, and the convolution throughput that the ``separate`` step
+  achieves (3 x forward FLOPs x batch / step time: forward plus the two
+  backward convolutions), beside the throughput of one large 3x3
+  convolution (512 channels, 36x48, batch 1) on the same machine, timed in
+  bursts between the ``separate`` steps so that both see the same drift of
+  the machine's speed;
+- evaluation samples/s;
+- batch-1 latency of Teacher and Student as Keras, SavedModel, TFLite
+  (float32, fp16, int8; 1 and 2 threads) and ONNX Runtime;
+- input-pipeline samples/s alone;
+- peak memory (maximum resident set size of the process);
+- the speed options that are off by default, each against the default
+  ``separate`` step, all three measured in fresh processes (none inherits
+  another's heap): XLA (``jit_compile=True``), and glibc's allocator told
+  not to return freed memory to the OS (``MALLOC_MMAP_MAX_=0
+  MALLOC_TRIM_THRESHOLD_=...``);
+- the machine: CPU model, cores, TensorFlow and Keras versions.
+
+Timings are never asserted in tests: they belong to the machine they were
+taken on, which the JSON names.
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from keras_sdmtcnn.deploy.runtime import median_seconds
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.runs.machine import machine
+
+
+REFERENCE_CONV_FLOPS = 2 * 36 * 48 * 512 * 512 * 9
+
+
+def _reference_conv():
+    """A callable running one 3x3 convolution, 512 -> 512 channels, 36x48, batch 1."""
+    import keras
+    import tensorflow as tf
+
+    conv = keras.layers.Conv2D(512, 3, padding="same", use_bias=False)
+    x = tf.random.uniform((1, 36, 48, 512))
+    fn = tf.function(lambda: conv(x))
+    return lambda: fn().numpy()
+
+
+def _step_and_reference(model, recipe, batch, objective, steps, burst=10):
+    """Median step seconds and the reference convolution's GFLOP/s, taken in turns.
+
+    This machine's speed drifts by 10% and more within minutes (the
+    reference convolution alone measured 207 to 444 GFLOP/s in one
+    afternoon). A burst of reference convolutions before every timed step
+    and after the last puts both figures on the same stretch of time, so
+    their ratio does not depend on when each was taken.
+    """
+    _compile(model, recipe, objective)
+    model.train_on_batch(*batch)  # warm-up: tracing
+    reference = _reference_conv()
+    for _ in range(3):
+        reference()
+    step_times, conv_times = [], []
+    for i in range(steps + 1):
+        for _ in range(burst):
+            start = time.perf_counter()
+            reference()
+            conv_times.append(time.perf_counter() - start)
+        if i < steps:
+            start = time.perf_counter()
+            model.train_on_batch(*batch)
+            step_times.append(time.perf_counter() - start)
+    return float(np.median(step_times)), REFERENCE_CONV_FLOPS / float(np.median(conv_times)) / 1e9
+
+
+# glibc keeps freed memory instead of returning it to the OS after each step.
+NO_TRIM_ALLOCATOR = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "100000000000"}
+
+
+def _model_and_batch(recipe):
+    import keras
+
+    from keras_sdmtcnn.data.datasets import build_datasets
+    from keras_sdmtcnn.models.builders import build_model
+
+    datasets, info = build_datasets(recipe, verbose=False)
+    batch = next(iter(datasets["train"]))
+    keras.utils.set_random_seed(recipe.training.seed)
+    return build_model(recipe, info.num_classes, info.ignore_label), batch, datasets
+
+
+def _compile(model, recipe, objective, jit_compile=False):
+    from keras_sdmtcnn.models.builders import build_optimizer
+    from keras_sdmtcnn.training.objectives import get_objective
+
+    model.compile(build_optimizer(recipe.training), get_objective(objective),
+                  jit_compile=jit_compile)
+
+
+def _step_seconds(model, recipe, batch, objective, steps, jit_compile=False):
+    _compile(model, recipe, objective, jit_compile)
+    return median_seconds(lambda: model.train_on_batch(*batch), steps, warmup=1)
+
+
+def _fresh_process(module, arguments, env=None, verbose=0):
+    """Runs ``python -m module ... --out FILE`` and returns FILE's JSON."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "out.json")
+        done = subprocess.run([sys.executable, "-m", module, *arguments, "--out", path],
+                              capture_output=not verbose, text=True,
+                              env={**os.environ, **(env or {})})
+        if done.returncode != 0:
+            raise UserError(f"python -m {module} {' '.join(arguments)} failed: "
+                            f"{(done.stderr or '')[-2000:]}")
+        with open(path) as f:
+            return json.load(f)
+
+
+def train_step_only(recipe_path, overrides=(), steps=3, jit_compile=False):
+    """``{"seconds": ...}`` of the ``separate`` train step (``--train-step-only``)."""
+    from keras_sdmtcnn.config import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    model, batch, _ = _model_and_batch(recipe)
+    return {"seconds": _step_seconds(model, recipe, batch, "separate", steps, jit_compile)}
+
+
+def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "int8"),
+          latency_runs=5, verbose=1):
+    from keras_sdmtcnn.config import load_recipe
+    from keras_sdmtcnn.data.datasets import pipeline_throughput
+    from keras_sdmtcnn.models.size import model_size
+
+    recipe = load_recipe(recipe_path, overrides)
+
+    def say(text):
+        if verbose:
+            print(text, flush=True)
+
+    out = {"recipe": recipe.name, "machine": machine(),
+           "image_size": list(recipe.data.image_size), "batch_size": recipe.training.batch_size,
+           "tasks": list(recipe.data.tasks)}
+    sets = [f"--set={o}" for o in overrides]
+
+    # First what runs in fresh processes, while this one holds no model: a
+    # paper-size Teacher conversion and an XLA compilation each need many GB,
+    # and the allocator comparison needs processes with their own heaps.
+    say("latency of every runtime (fresh process) ...")
+    out["latency"] = _fresh_process(
+        "keras_sdmtcnn.latency", ["--recipe", recipe_path, *sets, "--runs", str(latency_runs),
+                                  "--all-runtimes", "--quantize", *quantizations],
+        verbose=verbose)
+    step = ["--recipe", recipe_path, *sets, "--steps", str(steps), "--train-step-only"]
+    default = _fresh_process("keras_sdmtcnn.bench", step)["seconds"]
+    no_trim = _fresh_process("keras_sdmtcnn.bench", step, NO_TRIM_ALLOCATOR)["seconds"]
+    xla = _fresh_process("keras_sdmtcnn.bench", [*step, "--xla"])["seconds"]
+    out["allocator"] = {"env": NO_TRIM_ALLOCATOR, "default_seconds": default,
+                        "no_trim_seconds": no_trim, "no_trim_over_default": no_trim / default}
+    out["xla"] = {"separate_seconds": xla, "default_seconds": default,
+                  "over_default": xla / default}
+    say(f"separate step, each in a fresh process: default {default:.3f} s, glibc no trim "
+        f"{no_trim:.3f} s ({no_trim / default:.2f}x), XLA {xla:.3f} s ({xla / default:.2f}x)")
+
+    model, batch, datasets = _model_and_batch(recipe)
+    out["size"] = model_size(model)
+    say(f"parameters: Teacher {out['size']['teacher']['params']:,}, Student "
+        f"{out['size']['student']['params']:,}; GFLOPs: Teacher "
+        f"{out['size']['teacher']['flops'] / 1e9:.1f}, Student {out['size']['student']['flops'] / 1e9:.1f}")
+
+    out["train_step"] = {}
+    for name in ("teacher_only", "separate", "ensemble"):
+        if name == "separate":
+            seconds, reference = _step_and_reference(model, recipe, batch, name, steps)
+        else:
+            seconds = _step_seconds(model, recipe, batch, name, steps)
+        samples = int(batch[0].shape[0])
+        out["train_step"][name] = {"seconds": seconds, "samples_per_s": samples / seconds}
+        say(f"train step {name:<12} {seconds:8.3f} s  {samples / seconds:8.2f} samples/s")
+    ratio = out["train_step"]["separate"]["seconds"] / out["train_step"]["teacher_only"]["seconds"]
+    out["train_step"]["separate_over_teacher_only"] = ratio
+    flops = 3 * out["size"]["full"]["flops"] * int(batch[0].shape[0])
+    achieved = flops / out["train_step"]["separate"]["seconds"] / 1e9
+    out["conv_throughput"] = {"train_step_gflops": achieved, "single_conv_gflops": reference,
+                              "share": achieved / reference}
+    say(f"separate / teacher_only step: {ratio:.2f}x; conv throughput: train step "
+        f"{achieved:.1f} GFLOP/s vs one 3x3 conv {reference:.1f} GFLOP/s ({achieved / reference:.0%})")
+
+    _compile(model, recipe, "separate")
+    val = datasets["val"].take(max(steps, 2)).cache()
+    model.evaluate(val, verbose=0)  # warm-up and trace
+    count = sum(int(x.shape[0]) for x, _ in val)
+    seconds = median_seconds(lambda: model.evaluate(val, verbose=0), 1, warmup=0)
+    out["evaluation_samples_per_s"] = count / seconds
+    say(f"evaluation: {count / seconds:.2f} samples/s")
+
+    out["input_pipeline_samples_per_s"] = pipeline_throughput(recipe, batches=20)
+    say(f"input pipeline alone: {out['input_pipeline_samples_per_s']:.1f} samples/s")
+
+    out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    say(f"peak memory of training and evaluation (max RSS): {out['peak_memory_mb']:.0f} MB")
+    return out
+
+
+def table(result):
+    """The figures as Markdown: a summary table, then the latency rows."""
+    m, steps = result["machine"], result["train_step"]
+    conv, size = result["conv_throughput"], result["size"]
+    rows = [
+        ("parameters, Teacher / Student / full",
+         f"{size['teacher']['params']:,} / {size['student']['params']:,} / "
+         f"{size['full']['params']:,}"),
+        ("forward GFLOPs per image, Teacher / Student / full",
+         f"{size['teacher']['flops'] / 1e9:.1f} / {size['student']['flops'] / 1e9:.1f} / "
+         f"{size['full']['flops'] / 1e9:.1f}"),
+        *[(f"train step `{name}`",
+           f"{steps[name]['seconds']:.3f} s ({steps[name]['samples_per_s']:.2f} samples/s)")
+          for name in ("teacher_only", "separate", "ensemble")],
+        ("`separate` / `teacher_only`", f"{steps['separate_over_teacher_only']:.2f}x"),
+        ("conv throughput: train step / one 3x3 conv (512 ch, 36x48)",
+         f"{conv['train_step_gflops']:.0f} / {conv['single_conv_gflops']:.0f} GFLOP/s "
+         f"({conv['share']:.0%})"),
+        ("evaluation", f"{result['evaluation_samples_per_s']:.2f} samples/s"),
+        ("input pipeline alone", f"{result['input_pipeline_samples_per_s']:.1f} samples/s"),
+        ("peak memory (max RSS)", f"{result['peak_memory_mb']:.0f} MB"),
+        ("XLA `separate` step", f"{result['xla']['separate_seconds']:.3f} s "
+                                f"({result['xla']['over_default']:.2f}x the default)"),
+        ("`separate` step, fresh process: glibc default / no trim",
+         f"{result['allocator']['default_seconds']:.3f} / "
+         f"{result['allocator']['no_trim_seconds']:.3f} s "
+         f"({result['allocator']['no_trim_over_default']:.2f}x)"),
+    ]
+    lines = [f"machine: {m['cpu']}, {m['cores']} cores, TF {m['tensorflow']}, Keras {m['keras']}",
+             f"recipe {result['recipe']}: {result['tasks']} at {result['image_size']}, "
+             f"batch {result['batch_size']}", "", "| what | figure |", "|---|---|",
+             *[f"| {what} | {figure} |" for what, figure in rows], "",
+             "| latency (batch 1) | runtime | quantize | threads | ms |", "|---|---|---|---|---|"]
+    for row in result["latency"]:
+        threads = row["threads"] or "default"
+        lines.append(f"| {row['branch']} | {row['runtime']} | {row['quantize']} | {threads} | "
+                     f"{row['ms']:.1f} |")
+    return "\n".join(lines) + "\n"

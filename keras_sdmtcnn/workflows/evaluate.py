@@ -1,0 +1,119 @@
+"""Evaluating runs, models and exported files: what ``python -m keras_sdmtcnn.evaluate`` calls.
+
+Also takes an exported ``.tflite``, ``.onnx`` or SavedModel folder (written by
+``keras_sdmtcnn.export``; its recipe comes from its ``metadata.json``) and
+reports the same metrics for its branch.
+
+Evaluates the Teacher and the Student on the recipe's validation split,
+prints a table (rows Teacher and Student, columns the task metrics with ↑
+for higher-is-better and ↓ for lower-is-better) and writes it as
+``evaluation.json`` and ``evaluation.md`` beside the model.
+
+In a notebook::
+
+    from keras_sdmtcnn.workflows.evaluate import load_run
+    model, recipe, datasets = load_run("runs/synthetic")
+    results = model.evaluate(datasets["val"], return_dict=True)
+"""
+
+import os
+
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.runs.rundir import RunDir
+
+
+def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
+    """Loads ``(model, recipe, {split: dataset})`` of a run or model file."""
+    from keras_sdmtcnn.config import load_recipe
+    from keras_sdmtcnn.data.datasets import build_datasets
+    from keras_sdmtcnn.models.saving import load_model
+
+    model_file, recipe_file = RunDir.resolve(path, recipe_path)
+    recipe = load_recipe(recipe_file, overrides)
+    model = load_model(model_file)
+    datasets, _ = build_datasets(recipe, verbose=False, splits=splits)
+    return model, recipe, datasets
+
+
+def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1):
+    """Task metrics of an exported ``.tflite``, ``.onnx`` or SavedModel on the val split.
+
+    Images go in as the export expects (raw pixels of its input dtype), so the
+    cost of quantisation shows in the same metrics as for the Keras model.
+    """
+    import keras
+
+    from keras_sdmtcnn.config import apply_overrides, load_recipe, recipe_from_dict
+    from keras_sdmtcnn.data.datasets import build_datasets
+    from keras_sdmtcnn.data.preprocessing import to_raw_pixels
+    from keras_sdmtcnn.deploy.runtime import load_exported
+    from keras_sdmtcnn.tasks import get_task
+    from keras_sdmtcnn.training.metrics import make_task_metric
+
+    runtime = load_exported(path)
+    meta = runtime.metadata
+    if recipe_path:
+        recipe = load_recipe(recipe_path, overrides)
+    else:
+        values = apply_overrides(dict(meta["recipe"]), overrides)
+        recipe = recipe_from_dict(values)
+    datasets, info = build_datasets(recipe, verbose=False, splits=("val",))
+    branch = meta["branch"]
+    metrics = {t: make_task_metric(t, f"{t}_{branch}", info.num_classes, info.ignore_label)
+               for t in meta["tasks"]}
+    bar = keras.utils.Progbar(info.num_val, unit_name="image") if verbose else None
+    seen = 0
+    for x, y in datasets["val"]:
+        for i in range(x.shape[0]):
+            raw = to_raw_pixels(x[i].numpy(), recipe.data.image_normalization,
+                                runtime.input_dtype)
+            out = runtime(raw[None])
+            for task, metric in metrics.items():
+                pred = out[get_task(task).value_output]
+                metric.update_state(y[task][i:i + 1], pred)
+            seen += 1
+            if bar:
+                bar.update(seen)
+    results = {}
+    for metric in metrics.values():
+        results.update({k: float(v) for k, v in metric.result().items()})
+    return results, recipe
+
+
+def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
+    """Evaluates a run, a model or an exported file; returns the results dict.
+
+    Writes ``evaluation.json`` and ``evaluation.md`` beside what was evaluated.
+    """
+    from keras_sdmtcnn.deploy.runtime import export_format
+    from keras_sdmtcnn.runs.reporting import markdown_table, result_rows
+
+    if export_format(path) is not None:
+        results, recipe = evaluate_exported(path, recipe_path, overrides, verbose)
+        table = markdown_table(result_rows(results, list(recipe.data.tasks)))
+        folder = out_dir or (os.path.dirname(path) if not os.path.isdir(path)
+                             else os.path.dirname(os.path.normpath(path)))
+        RunDir(folder).write_evaluation(
+            results, table, f"{path} on the validation split of `{recipe.name}`")
+        if verbose:
+            print(table)
+        return results
+
+    model, recipe, datasets = load_run(path, recipe_path, overrides)
+    if not getattr(model, "compiled", False) or not hasattr(model, "objective"):
+        raise UserError(
+            f"{path} is not a full SD-MTCNN model (a sub-model has no objective): "
+            "evaluate the run directory or its model.keras."
+        )
+    results = model.evaluate(
+        datasets["val"], steps=recipe.training.validation_steps,
+        return_dict=True, verbose=verbose,
+    )
+    results = {k: float(v) for k, v in results.items()}
+    table = markdown_table(result_rows(results, list(recipe.data.tasks)))
+    out_dir = out_dir or (path if os.path.isdir(path) else os.path.dirname(path))
+    RunDir(out_dir).write_evaluation(results, table,
+                                     f"Validation split of recipe `{recipe.name}`")
+    if verbose:
+        print(table)
+    return results

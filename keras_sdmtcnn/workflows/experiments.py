@@ -1,0 +1,106 @@
+"""Running a plan of recipes: what ``python -m keras_sdmtcnn.experiments`` calls.
+
+A plan (``config/plans.py``) lists runs, seeds and the single-task
+reference of Delta_m. Every recipe is loaded and every teacher it names is
+checked before the first run starts. Runs train in order into
+``OUT_DIR/NAME/seed-S``; a finished run is not trained again and an
+interrupted one resumes, so running the plan again after a crash finishes
+it. The tables and curves are written by ``runs/results.py``.
+"""
+
+import os
+import time
+
+from keras_sdmtcnn.config import load_plan, load_recipe, recipe_to_dict
+from keras_sdmtcnn.config.plans import RUN_REF
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.runs.results import write_results
+from keras_sdmtcnn.runs.rundir import RunDir
+from keras_sdmtcnn.runs.teachers import (
+    check_feature_teachers, check_frozen_teacher, finished_run_recipe)
+
+
+def resolve_recipes(plan):
+    """``{(run name, seed): Recipe}``, every recipe loaded and checked, teachers included."""
+    recipes, order = {}, [r.name for r in plan.runs]
+    for seed in plan.seeds:
+        planned = {}  # run directory -> recipe dict, of runs trained before this one
+        for position, run in enumerate(plan.runs):
+            def substitute(text, run=run, position=position):
+                def repl(match):
+                    target = match.group(1)
+                    if target not in order[:position]:
+                        raise UserError(
+                            f"Plan run {run.name}: ${{run:{target}}} must name a run listed "
+                            f"before it ({', '.join(order[:position]) or 'none'}).")
+                    return os.path.abspath(plan.run_dir(target, seed))
+                return RUN_REF.sub(repl, text)
+
+            overrides = [substitute(o) for o in plan.overrides + run.overrides]
+            overrides.append(f"training.seed={seed}")
+            try:
+                recipe = load_recipe(run.recipe, overrides)
+            except UserError as e:
+                raise UserError(f"Plan run {run.name}: {e}") from None
+
+            def lookup(run_dir, key, planned=planned, run=run):
+                known = planned.get(os.path.abspath(run_dir))
+                if known is not None:
+                    return known
+                try:
+                    return finished_run_recipe(run_dir, key)
+                except UserError as e:
+                    raise UserError(f"Plan run {run.name}: {e}") from None
+
+            if recipe.objective.frozen_teacher not in (None, "train"):
+                check_frozen_teacher(recipe, recipe.objective.frozen_teacher, lookup)
+            if recipe.objective.feature_teachers:
+                check_feature_teachers(recipe, lookup)
+            recipes[(run.name, seed)] = recipe
+            planned[os.path.abspath(plan.run_dir(run.name, seed))] = recipe_to_dict(recipe)
+    for task, name in plan.reference.items():
+        tasks = list(recipes[(name, plan.seeds[0])].data.tasks)
+        if tasks != [task]:
+            raise UserError(
+                f"Plan reference.{task}: run {name} trains {tasks}, not [{task}] alone.")
+    return recipes
+
+
+def run_plan(plan, recipes, verbose=1):
+    """Trains every run that is not finished yet, in order, seed by seed."""
+    import keras
+
+    from keras_sdmtcnn.workflows.train import fit
+
+    total = len(plan.runs) * len(plan.seeds)
+    done = 0
+    for seed in plan.seeds:
+        for run in plan.runs:
+            done += 1
+            run_dir = plan.run_dir(run.name, seed)
+            if RunDir(run_dir).is_complete():
+                if verbose:
+                    print(f"[{done}/{total}] {run.name} seed {seed}: finished earlier ({run_dir})")
+                continue
+            if verbose:
+                print(f"[{done}/{total}] {run.name} seed {seed}: training in {run_dir}")
+            recipe = recipes[(run.name, seed)]
+            recipe.output.verbose = verbose
+            fit(recipe, run_dir)
+            keras.backend.clear_session()
+
+
+def run_experiments(plan_path, verbose=1):
+    """Loads, checks and runs a plan, then writes its results; returns the Markdown."""
+    started = time.time()
+    plan = load_plan(plan_path)
+    recipes = resolve_recipes(plan)
+    if verbose:
+        print(f"Plan {plan.name}: {len(plan.runs)} runs x {len(plan.seeds)} seed(s) "
+              f"into {plan.out_dir}")
+    run_plan(plan, recipes, verbose)
+    text = write_results(plan, recipes, time.time() - started)
+    if verbose:
+        print(text)
+        print(f"Wrote {plan.out_dir}/results.md, results.csv and curves.png")
+    return text

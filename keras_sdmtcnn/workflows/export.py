@@ -1,0 +1,172 @@
+"""Shipping a branch as SavedModel, TFLite or ONNX: what ``python -m keras_sdmtcnn.export`` calls.
+
+::
+
+    python -m keras_sdmtcnn.export runs/synthetic --branch student --format tflite \\
+        --quantize none fp16 int8
+
+Each export is a self-contained folder
+``saved_models/<name>/<branch>-<format>[-<quantize>]/`` holding the model
+(``model.tflite``, ``model.onnx`` or ``saved_model/``) and ``metadata.json``:
+input name, shape, dtype and scaling; output names, shapes, dtypes and
+meanings; class names; the resolved recipe; and the parity report.
+
+Every export ends with a parity check on real samples of the recipe's
+validation split: the exported file, run by its own runtime (LiteRT, ONNX
+Runtime, TensorFlow), against the Keras model on the same pixels: the max
+absolute difference of every output and, for segmentation, the share of
+pixels whose class agrees. A float32 export must agree within 1e-4 and on
+99.9% of pixels or it is not written; fp16 and int8 exports report their
+figures (and ``evaluate`` measures their task metrics).
+
+The folder is built under a temporary name and renamed when complete, so a
+failed export leaves nothing behind in ``saved_models/``.
+"""
+
+import os
+import shutil
+import tempfile
+
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.runs.rundir import RunDir
+
+FORMATS = {
+    "saved_model": ("none",),
+    "tflite": ("none", "fp16", "dynamic_int8", "int8"),
+    "onnx": ("none",),
+}
+
+
+def check_choice(branch, fmt, quantize):
+    if branch not in ("student", "teacher"):
+        raise UserError(f"--branch must be student or teacher, got {branch!r}.")
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    if quantize not in FORMATS[fmt]:
+        raise UserError(
+            f"--quantize {quantize} is not supported for {fmt}; {fmt} supports: "
+            f"{', '.join(FORMATS[fmt])}."
+        )
+
+
+def _samples(recipe, split, count):
+    from keras_sdmtcnn.data.datasets import build_datasets
+
+    datasets, info = build_datasets(recipe, verbose=False, splits=(split,), one_pass=True)
+    images = []
+    for x, _ in datasets[split]:
+        images.extend(list(x.numpy()))
+        if len(images) >= count:
+            break
+    return images[:count], info
+
+
+def export(source, branch="student", fmt="tflite", quantize="none", out_dir=None,
+           recipe_path=None, overrides=(), name=None, input_dtype="uint8",
+           parity_samples=8, calibration_samples=32, verbose=1):
+    """Exports one branch in one format; returns the path of the export folder."""
+    import tensorflow as tf
+
+    from keras_sdmtcnn.config import load_recipe, recipe_to_dict
+    from keras_sdmtcnn.data.preprocessing import to_raw_pixels
+    from keras_sdmtcnn.deploy.onnx import ONNX_OPSET, convert_to_onnx
+    from keras_sdmtcnn.deploy.parity import MAX_ABS_DIFF, MIN_CLASS_AGREEMENT, parity
+    from keras_sdmtcnn.deploy.runtime import load_exported
+    from keras_sdmtcnn.deploy.serving import output_specs, serving_function, write_saved_model
+    from keras_sdmtcnn.deploy.tflite import convert_saved_model, tflite_ops
+    from keras_sdmtcnn.io import atomic_write_json
+    from keras_sdmtcnn.models.saving import load_model
+
+    check_choice(branch, fmt, quantize)
+    if input_dtype not in ("uint8", "float32"):
+        raise UserError(f"--input-dtype must be uint8 or float32, got {input_dtype!r}.")
+    model_file, recipe_file = RunDir.resolve(source, recipe_path)
+    recipe = load_recipe(recipe_file, overrides)
+    model = load_model(model_file)
+    image_size = tuple(recipe.data.image_size)
+    norm = recipe.data.image_normalization
+    serve, spec, tasks = serving_function(model, branch, image_size, input_dtype, norm)
+    serve = tf.function(serve, input_signature=[spec])
+
+    images, info = _samples(recipe, "val", parity_samples)
+    raw = [to_raw_pixels(x, norm, input_dtype) for x in images]
+    calibration = None
+    if quantize == "int8":
+        train_images, _ = _samples(recipe, "train", calibration_samples)
+        calibration = [to_raw_pixels(x, norm, input_dtype)[None] for x in train_images]
+
+    name = name or recipe.name
+    out_dir = out_dir or os.path.join("saved_models", name)
+    label = f"{branch}-{fmt}" + ("" if quantize == "none" else f"-{quantize}")
+    final = os.path.join(out_dir, label)
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{label}.tmp-", dir=out_dir)
+    try:
+        saved = os.path.join(tmp, "saved_model")
+        write_saved_model(model, serve, saved)
+        extra = {}
+        if fmt == "tflite":
+            flat = convert_saved_model(saved, quantize, calibration)
+            with open(os.path.join(tmp, "model.tflite"), "wb") as f:
+                f.write(flat)
+            extra["tflite_ops"] = sorted(tflite_ops(flat))
+            shutil.rmtree(saved)
+            artefact = "model.tflite"
+        elif fmt == "onnx":
+            convert_to_onnx(serve, spec, os.path.join(tmp, "model.onnx"))
+            extra["onnx_opset"] = ONNX_OPSET
+            shutil.rmtree(saved)
+            artefact = "model.onnx"
+        else:
+            artefact = "saved_model"
+
+        reference = {k: v.numpy() for k, v in serve(raw[0][None]).items()}
+        metadata = {
+            "branch": branch,
+            "format": fmt,
+            "quantize": quantize,
+            "file": artefact,
+            "input": {
+                "name": "image", "shape": [1, *image_size, 3], "dtype": input_dtype,
+                "scaling": "raw RGB pixels in [0, 255]; the graph divides by 255"
+                           + (" and standardises with the ImageNet mean/std"
+                              if norm == "imagenet" else ""),
+            },
+            "outputs": output_specs(reference, tasks),
+            "tasks": tasks,
+            "class_names": list(info.class_names) if info.class_names else None,
+            "num_classes": info.num_classes,
+            "source_model": os.path.abspath(model_file),
+            "recipe": recipe_to_dict(recipe),
+            **extra,
+        }
+        atomic_write_json(os.path.join(tmp, "metadata.json"), metadata)
+        runtime = load_exported(os.path.join(tmp, artefact))
+        report = parity(runtime, serve, raw, tasks)
+        metadata["parity"] = report
+        atomic_write_json(os.path.join(tmp, "metadata.json"), metadata)
+        if quantize == "none":
+            worst = max(report["max_abs_diff"].values(), default=0.0)
+            agreement = report.get("class_agreement", 1.0)
+            if worst > MAX_ABS_DIFF or agreement < MIN_CLASS_AGREEMENT:
+                raise UserError(
+                    f"Parity check failed for {label}: max abs difference {worst:.2e} "
+                    f"(limit {MAX_ABS_DIFF}), class agreement {agreement:.4%} (limit "
+                    f"{MIN_CLASS_AGREEMENT:.1%}). Nothing was written."
+                )
+        if os.path.exists(final):
+            old = tempfile.mkdtemp(prefix=f".{label}.old-", dir=out_dir)
+            os.replace(final, os.path.join(old, label))
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    if verbose:
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in report["max_abs_diff"].items())
+        agreement = report.get("class_agreement")
+        print(f"{final}/{artefact}: parity on {report['samples']} val samples: max |diff| "
+              f"{diffs}" + (f"; classes agree on {agreement:.3%}" if agreement is not None else ""))
+    return final

@@ -1,0 +1,116 @@
+"""Predictions as pictures: what ``python -m keras_sdmtcnn.predict`` calls.
+
+MODEL is a run directory or full-model ``.keras`` file (Teacher and Student
+are shown side by side, as in the paper's Figure 2), or an exported
+``.tflite``, ``.onnx`` or SavedModel (its one branch). For every PNG/JPEG
+image it writes ``DIR/<image name>.png``: one row per branch, with the input,
+the segmentation in a colour palette, depth in a colour map, normals as RGB,
+keypoints and edges. Each tile is the model's input size, enlarged by an
+integer factor (nearest) when narrower than 128 pixels; a caption strip tops
+each row (``runs/pictures.py`` draws them).
+
+An image of another size is resized to the model's input size, and a grey or
+RGBA image is converted to RGB; both are said on the console.
+"""
+
+import os
+
+import numpy as np
+
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.runs.rundir import RunDir
+from keras_sdmtcnn.tasks import BRANCHES
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def list_images(paths):
+    images = []
+    for path in paths:
+        if os.path.isdir(path):
+            images += sorted(os.path.join(path, n) for n in os.listdir(path)
+                             if n.lower().endswith(IMAGE_SUFFIXES))
+        elif os.path.isfile(path):
+            images.append(path)
+        else:
+            raise UserError(f"{path} does not exist.")
+    if not images:
+        raise UserError(f"No PNG or JPEG image in {', '.join(paths)}.")
+    return images
+
+
+def read_image(path, size, say=print):
+    """Raw RGB uint8 pixels of ``path`` at ``size`` (H, W), converting as needed."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode != "RGB":
+                say(f"{path}: {image.mode} image converted to RGB")
+                image = image.convert("RGB")
+            if image.size != (size[1], size[0]):
+                say(f"{path}: resized from {image.size[0]}x{image.size[1]} to "
+                    f"{size[1]}x{size[0]} (the model's input size)")
+                image = image.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"Cannot read image {path}: {e}") from None
+
+
+def predictors(model_path, recipe_path=None):
+    """``(size, tasks, [(branch, fn(raw_uint8_batch) -> outputs)])`` for a model or export."""
+    from keras_sdmtcnn.deploy.runtime import export_format, load_exported
+
+    if export_format(model_path) is not None:
+        runtime = load_exported(model_path)
+        size = tuple(runtime.input_shape[1:3])
+        dtype = runtime.input_dtype
+        return size, runtime.metadata["tasks"], [
+            (runtime.metadata["branch"], lambda raw: runtime(raw.astype(dtype)))
+        ]
+    import tensorflow as tf
+
+    from keras_sdmtcnn.config import load_recipe
+    from keras_sdmtcnn.deploy.serving import serving_function
+    from keras_sdmtcnn.models.saving import load_model
+
+    model_file, recipe_file = RunDir.resolve(model_path, recipe_path)
+    recipe = load_recipe(recipe_file)
+    model = load_model(model_file)
+    size = tuple(recipe.data.image_size)
+    branches = []
+    tasks = None
+    for branch in BRANCHES:
+        if not any(n.endswith(f"_{branch}") for n in model.output):
+            continue
+        serve, _, tasks = serving_function(model, branch, size, "uint8",
+                                           recipe.data.image_normalization)
+
+        def run(raw, serve=serve):
+            return {k: v.numpy() for k, v in serve(tf.constant(raw)).items()}
+
+        branches.append((branch, run))
+    return size, tasks, branches
+
+
+def predict(model_path, inputs, out_dir, recipe_path=None, verbose=1):
+    """Writes one panel per image into ``out_dir``; returns their paths."""
+    from keras_sdmtcnn.io import atomic_path
+    from keras_sdmtcnn.runs.pictures import panel
+
+    images = list_images(inputs)
+    size, tasks, branches = predictors(model_path, recipe_path)
+    say = print if verbose else (lambda *_: None)
+    written = []
+    os.makedirs(out_dir, exist_ok=True)
+    for path in images:
+        raw = read_image(path, size, say)
+        rows = [(branch, fn(raw[None])) for branch, fn in branches]
+        picture = panel(raw, rows, tasks)
+        target = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+        with atomic_path(target, suffix=".png") as tmp:
+            picture.save(tmp)
+        written.append(target)
+        say(f"wrote {target}")
+    return written

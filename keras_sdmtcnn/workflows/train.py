@@ -1,0 +1,201 @@
+"""Training a recipe into a run directory: what ``python -m keras_sdmtcnn.fit`` calls.
+
+:func:`fit` builds the data, the model and the optimizer from a recipe,
+trains with a progress bar, evaluates Teacher and Student on the validation
+split every epoch (one line per epoch), and fills the run directory (its
+layout: ``runs/rundir.py``). Running it again on an unfinished run
+directory resumes it; ``objective.frozen_teacher: train`` first trains
+Baseline-3's Teacher into ``RUN_DIR/stage1_teacher``.
+"""
+
+import copy
+import os
+import time
+
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.runs.rundir import COMPLETE, FAILED, RUNNING, RunDir
+
+
+def _resume_state(run_dir, recipe, overwrite):
+    """What a restarted command continues from, or ``None`` for a fresh start."""
+    from keras_sdmtcnn.config import recipe_to_dict
+
+    if overwrite:
+        run_dir.clear_for_overwrite()
+        return None
+    if run_dir.is_complete():
+        raise UserError(
+            f"{run_dir.path} already holds a finished run: choose another --run-dir, or "
+            "pass --overwrite to replace it."
+        )
+    state = run_dir.read_state()
+    if state is None:
+        return None
+    previous = run_dir.recipe_dict()
+    if previous is not None:
+        current = recipe_to_dict(recipe)
+        if {k: v for k, v in previous.items() if k != "output"} != {
+                k: v for k, v in current.items() if k != "output"}:
+            raise UserError(
+                f"{run_dir.path} holds an unfinished run of a different recipe: resume it "
+                "with the same recipe, choose another --run-dir, or pass --overwrite."
+            )
+    return state
+
+
+def check_teachers(recipe):
+    """Checks the frozen-teacher runs a recipe names, before anything else runs."""
+    from keras_sdmtcnn.runs.teachers import check_feature_teachers, check_frozen_teacher
+
+    if recipe.objective.frozen_teacher not in (None, "train"):
+        check_frozen_teacher(recipe, recipe.objective.frozen_teacher)
+    if recipe.objective.feature_teachers:
+        check_feature_teachers(recipe)
+
+
+def stage1_recipe(recipe):
+    """Baseline-3's first stage: the same recipe, training the Teacher alone."""
+    stage1 = copy.deepcopy(recipe)
+    stage1.name = f"{recipe.name}_stage1_teacher"
+    stage1.objective.name = "teacher_only"
+    stage1.objective.frozen_teacher = None
+    stage1.output.run_dir = None
+    return stage1
+
+
+def _train_stage1(recipe, run_dir, overwrite):
+    stage1 = run_dir.stage1()
+    done = stage1.is_complete() and not overwrite
+    if recipe.output.verbose:
+        print(f"Stage 1 of 2: the Teacher alone, in {stage1.path}"
+              + (" (finished earlier)" if done else ""))
+    if not done:
+        fit(stage1_recipe(recipe), stage1.path, overwrite)
+        import keras
+
+        keras.backend.clear_session()
+    if recipe.output.verbose:
+        print(f"Stage 2 of 2: a Student from scratch, distilled from the frozen Teacher of "
+              f"{stage1.path}")
+    return stage1.path
+
+
+def fit(recipe, run_dir=None, overwrite=False):
+    """Trains the recipe's model; returns ``(model, history, run_dir)``.
+
+    Started again with the same run directory after an interruption (a
+    crash, a SIGKILL, a preempted machine), it resumes from the last finished
+    epoch: weights, optimizer state, epoch counter, records, and the data
+    order and augmentation of the remaining epochs.
+
+    Args:
+        recipe: a :class:`~keras_sdmtcnn.config.Recipe`.
+        run_dir: where to write (default ``output.run_dir`` or ``runs/<name>``).
+        overwrite: start afresh even if the run directory holds a run.
+    """
+    import keras
+
+    from keras_sdmtcnn.data.datasets import build_datasets
+    from keras_sdmtcnn.io import atomic_save_model
+    from keras_sdmtcnn.models.builders import compiled_model
+    from keras_sdmtcnn.models.saving import load_model
+    from keras_sdmtcnn.runs.reporting import plot_curves
+    from keras_sdmtcnn.training import distribute
+    from keras_sdmtcnn.training.callbacks import PanelSummary, ProgressLogger, RunRecorder
+
+    training, verbose = recipe.training, recipe.output.verbose
+    run_dir = RunDir(run_dir or recipe.output.run_dir or os.path.join("runs", recipe.name))
+    os.makedirs(run_dir.path, exist_ok=True)
+    state = _resume_state(run_dir, recipe, overwrite)
+    check_teachers(recipe)
+    teacher_runs = None
+    if recipe.objective.frozen_teacher == "train":
+        teacher_runs = {"frozen_teacher": _train_stage1(recipe, run_dir, overwrite)}
+    run_dir.remove_final_files()
+    run_dir.save_recipe(recipe)
+    started = time.time()
+    run_dir.write_status(RUNNING, started=started, seed=training.seed)
+    try:
+        strategy = distribute.make_strategy(training.distribute, training.cpu_replicas)
+        replicas = strategy.num_replicas_in_sync
+        if training.batch_size % replicas:
+            raise UserError(
+                f"training.batch_size {training.batch_size} is the global batch and must "
+                f"divide evenly across the {replicas} replicas."
+            )
+        keras.utils.set_random_seed(training.seed)
+        if training.deterministic:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
+        distribute.set_precision(training.mixed_precision)
+        initial_epoch, history, best = 0, [], None
+        if state is not None:
+            initial_epoch, best = state["epoch"], state["best"]
+            history = run_dir.read_history()[:initial_epoch]
+        datasets, info = build_datasets(recipe, verbose=bool(verbose),
+                                        initial_epoch=initial_epoch)
+        with strategy.scope():
+            if state is not None:
+                model = load_model(state["path"])
+            else:
+                model = compiled_model(recipe, info.num_classes, info.ignore_label, replicas,
+                                       teacher_runs)
+        tasks = list(recipe.data.tasks)
+        recorder = RunRecorder(run_dir, recipe.output.monitor, history, best)
+        callbacks = [recorder, ProgressLogger(tasks, training.epochs, info.steps_per_epoch,
+                                              verbose)]
+        if recipe.output.tensorboard:
+            callbacks.append(keras.callbacks.TensorBoard(run_dir.tensorboard, write_graph=False))
+            if recipe.output.panels_every:
+                images = next(iter(datasets["val"]))[0].numpy()[:3]
+                callbacks.append(PanelSummary(run_dir.tensorboard, images, tasks,
+                                              recipe.output.panels_every,
+                                              recipe.data.image_normalization))
+        if verbose:
+            where = f"resuming after epoch {initial_epoch}" if state else "run directory"
+            print(f"Training {recipe.name}: {info.num_train} train / {info.num_val} val "
+                  f"samples from {info.root}; {model.count_params():,} parameters; "
+                  f"{replicas} replica(s); {where} {run_dir.path}")
+            for note in info.notes:
+                print(f"  {note}")
+        if initial_epoch < training.epochs:
+            model.fit(
+                datasets["train"],
+                validation_data=datasets["val"],
+                epochs=training.epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=info.steps_per_epoch,
+                validation_steps=training.validation_steps,
+                callbacks=callbacks,
+                verbose=0,
+            )
+        if recorder.bad_term is not None:
+            raise UserError(
+                f"Training stopped: the loss term {recorder.bad_term!r} became NaN or "
+                f"Inf. The last good checkpoint is "
+                f"{os.path.join(run_dir.checkpoints, RunDir.LAST)}. "
+                "Lower training.learning_rate or check the data of that task."
+            )
+        atomic_save_model(model, run_dir.model_path)
+        atomic_save_model(model.student_model(), run_dir.student_path)
+        plot_curves(recorder.history, tasks, run_dir.file(RunDir.CURVES))
+    except BaseException as e:  # a KeyboardInterrupt too: the run is not complete
+        import tensorflow as tf
+
+        if isinstance(e, tf.errors.OpError):  # e.g. a PNG whose pixel data is corrupt
+            e = UserError(
+                f"Reading or training on the data failed: {e.message.splitlines()[0]} "
+                f"A file under the dataset root is probably corrupt; check the files "
+                f"of data.root ({recipe.data.root or 'the built-in scenes cache'})."
+            )
+        run_dir.write_status(FAILED, started=started, seed=training.seed,
+                             error=f"{type(e).__name__}: {e}")
+        raise e from None
+    run_dir.write_status(
+        COMPLETE, started=started, seconds=time.time() - started, seed=training.seed,
+        epochs=len(recorder.history),
+        final=recorder.history[-1] if recorder.history else {})
+    if verbose:
+        print(f"Done in {time.time() - started:.0f} s. Run directory: {run_dir.path}")
+    return model, recorder.history, run_dir.path

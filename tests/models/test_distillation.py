@@ -1,0 +1,176 @@
+"""KDAM's Cauchy-Schwarz distillation and Li & Bilen's feature distillation, against numpy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import random_batch, tiny_model
+from keras_sdmtcnn.training import losses
+from keras_sdmtcnn.models.distillation import (
+    NETWORK, FeatureDistillationModel, adapted_name, target_name)
+from keras_sdmtcnn.models.distillation import FrozenTeacherStudent
+from keras_sdmtcnn.training.objectives import get_objective
+
+
+def np_softmax(z, axis):
+    z = z - z.max(axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis, keepdims=True)
+
+
+def np_cs(p, q, axis):
+    dot = (p * q).sum(axis)
+    return -np.log(dot / np.sqrt((p * p).sum(axis) * (q * q).sum(axis)))
+
+
+def np_cs_distillation(t, s, kind, temperature):
+    b, c = t.shape[0], t.shape[-1]
+    t = t.reshape(b, -1, c) / temperature
+    s = s.reshape(b, -1, c) / temperature
+    axis = -1 if kind == "logits" else 1
+    pt, ps = np_softmax(t, axis), np_softmax(s, axis)
+    return np_cs(ps, pt, -1).mean() + np_cs(ps, pt, 1).mean()
+
+
+@pytest.mark.parametrize("kind,channels,temperature", [
+    ("logits", 5, 1.0), ("logits", 4, 3.0), ("regression", 1, 1.0), ("regression", 3, 2.0)])
+def test_cauchy_schwarz_matches_numpy(kind, channels, temperature):
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(2, 4, 6, channels)).astype("float32")
+    s = rng.normal(size=(2, 4, 6, channels)).astype("float32")
+    term = losses.CauchySchwarzDistillation(kind, temperature)
+    got = float(term(tf.constant(t), tf.constant(s)))
+    assert got == pytest.approx(np_cs_distillation(t.astype("float64"), s.astype("float64"),
+                                                   kind, temperature), rel=1e-5)
+    assert got > 0
+
+
+@pytest.mark.parametrize("kind", ["logits", "regression"])
+def test_cauchy_schwarz_is_zero_only_for_identical_distributions(kind):
+    rng = np.random.default_rng(1)
+    t = tf.constant(rng.normal(size=(2, 4, 4, 3)), tf.float32)
+    term = losses.CauchySchwarzDistillation(kind)
+    assert abs(float(term(t, t))) < 1e-6
+    # Logits shifted by a constant along the normalised axis give the same
+    # distribution: still zero. Any other change makes it positive.
+    assert abs(float(term(t, t + 2.0))) < 1e-6
+    assert float(term(t, t * 1.5)) > 1e-4
+
+
+def test_cauchy_schwarz_divergence_of_distributions():
+    p = np.array([0.7, 0.2, 0.1])
+    q = np.array([0.1, 0.3, 0.6])
+    got = losses.cauchy_schwarz_divergence(tf.constant(p), tf.constant(q), epsilon=0.0)
+    assert float(got) == pytest.approx(np_cs(p, q, 0), rel=1e-9)
+    assert float(losses.cauchy_schwarz_divergence(tf.constant(p), tf.constant(p))) == 0.0
+
+
+def test_cauchy_schwarz_objective_uses_it_for_every_task():
+    x_tasks = ["semantic", "depth"]
+    objective = get_objective("separate", distillation="cauchy_schwarz", kd_weight=2.0)
+    assert isinstance(objective.distillation("semantic"), losses.CauchySchwarzDistillation)
+    assert objective.distillation("depth").kind == "regression"
+    rng = np.random.default_rng(2)
+    _, y = random_batch(x_tasks, size=(4, 4))
+    pred = {f"{t}_{b}": tf.constant(rng.normal(size=(2, 4, 4, 5 if t == "semantic" else 1)),
+                                    tf.float32)
+            for t in x_tasks for b in ("teacher", "student")}
+    terms = objective(y, pred, x_tasks)
+    for task, kind in (("semantic", "logits"), ("depth", "regression")):
+        expected = 2.0 * np_cs_distillation(pred[f"{task}_teacher"].numpy().astype("float64"),
+                                            pred[f"{task}_student"].numpy().astype("float64"),
+                                            kind, 1.0)
+        assert float(terms[f"{task}_kd_loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_feature_distance_matches_numpy():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(2, 3, 5, 8))
+    b = rng.normal(size=(2, 3, 5, 8))
+    na = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    nb = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    expected = ((na - nb) ** 2).sum(-1).mean()
+    got = losses.FeatureDistance()(tf.constant(b, tf.float32), tf.constant(a, tf.float32))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    # Scale-free: only directions count.
+    assert float(losses.FeatureDistance()(tf.constant(b * 3, tf.float32),
+                                          tf.constant(b, tf.float32))) < 1e-10
+
+
+def _config(model):
+    return {k: v for k, v in model.get_config().items() if k not in ("name", "trainable")}
+
+
+@pytest.fixture(scope="module")
+def feature_model():
+    net = tiny_model(["semantic", "depth"], image_size=(32, 32), seed=0)
+    teachers = {t: tiny_model([t], image_size=(32, 32), seed=i + 1)
+                for i, t in enumerate(["semantic", "depth"])}
+    model = FeatureDistillationModel(_config(net), {t: _config(m) for t, m in teachers.items()},
+                                     {"depth": 2.0})
+    model.load_teachers(teachers)
+    return model, teachers
+
+
+def test_adaptors_and_feature_terms_match_numpy(feature_model):
+    model, teachers = feature_model
+    x, y = random_batch(["semantic", "depth"], size=(32, 32))
+    out = model(x, training=False)
+    shared = model.get_layer(NETWORK)(x, training=False)["shared_features"].numpy()
+    for task, weight in (("semantic", 1.0), ("depth", 2.0)):
+        # The target is the frozen single-task backbone's bottleneck.
+        target = teachers[task].backbone(x, training=False)["bottleneck"].numpy()
+        np.testing.assert_allclose(out[target_name(task)].numpy(), target, rtol=1e-5, atol=1e-5)
+        # The adaptor is a 1x1 convolution: a per-pixel matrix product.
+        kernel, bias = model.get_layer(f"{task}_adaptor").get_weights()
+        adapted = np.einsum("bhwc,cd->bhwd", shared, kernel[0, 0]) + bias
+        np.testing.assert_allclose(out[adapted_name(task)].numpy(), adapted, rtol=1e-4, atol=1e-5)
+        na = adapted / np.linalg.norm(adapted, axis=-1, keepdims=True)
+        nt = target / np.linalg.norm(target, axis=-1, keepdims=True)
+        expected = weight * ((na - nt) ** 2).sum(-1).mean()
+        got = model.extra_terms(y, out)[f"{task}_feature_loss"]
+        assert float(got) == pytest.approx(expected, rel=1e-4)
+
+
+def test_feature_distillation_trains_adaptors_not_teachers(feature_model):
+    model, teachers = feature_model
+    model.compile(keras.optimizers.Adam(1e-2), get_objective("separate", kd_weight=0.0),
+                  run_eagerly=True)
+    frozen = model.get_layer("depth_single_task_encoder")
+    before = [w.numpy().copy() for w in frozen.weights]
+    adaptor = model.get_layer("depth_adaptor").get_weights()[0].copy()
+    x, y = random_batch(["semantic", "depth"], size=(32, 32))
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert {"semantic_feature_loss", "depth_feature_loss"} <= set(logs)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, frozen.weights))
+    assert not np.array_equal(adaptor, model.get_layer("depth_adaptor").get_weights()[0])
+    # The exported branches are the multi-task network's, without adaptors.
+    assert set(model.student_model().output_names) <= {"semantic_student", "depth_student"}
+
+
+def test_frozen_teacher_student_keeps_the_teacher(tmp_path):
+    trained = tiny_model(["depth"], image_size=(32, 32), seed=4)
+    config = _config(trained)
+    model = FrozenTeacherStudent(config, {**config})
+    model.load_teacher(trained)
+    x, y = random_batch(["depth"], size=(32, 32))
+    np.testing.assert_allclose(model.predict(x, verbose=0)["depth_teacher"],
+                               trained.teacher_model().predict(x, verbose=0)["depth_teacher"],
+                               rtol=1e-5, atol=1e-6)
+    model.compile(keras.optimizers.Adam(1e-2), get_objective("separate"), run_eagerly=True)
+    before = [w.numpy().copy() for w in model.teacher_model().weights]
+    student_before = [w.numpy().copy() for w in model.student_model().weights]
+    model.fit(x, y, epochs=2, verbose=0)
+    assert all(np.array_equal(a, b.numpy()) for a, b in zip(before, model.teacher_model().weights))
+    assert any(not np.array_equal(a, b.numpy())
+               for a, b in zip(student_before, model.student_model().weights))
+    # The Student network has SD-MTCNN's Student architecture.
+    assert model.student_model().count_params() == trained.student_model().count_params()
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert all(np.array_equal(a.numpy(), b.numpy())
+               for a, b in zip(model.weights, loaded.weights))
+    assert not loaded.teacher_model().trainable
+

@@ -1,0 +1,268 @@
+"""Distribution, resume after a crash, NaN handling and mixed precision."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_command
+
+STEP_SCRIPT = r"""
+import json, sys
+import numpy as np
+from keras_sdmtcnn.training.distribute import split_cpu
+split_cpu(2)
+import keras, tensorflow as tf
+sys.path.insert(0, "tests")
+from conftest import TINY, random_batch
+from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
+TASKS = ["semantic", "depth"]
+from keras_sdmtcnn.training.objectives import get_objective
+from keras_sdmtcnn.training.optimizers import FusedAdam
+import keras_sdmtcnn.models.kernels
+if sys.argv[2] == "fused":  # also every 3x3 conv's kernel gradient as matrix products
+    keras_sdmtcnn.models.kernels.MATMUL_GRAD_MIN_CHANNEL_PRODUCT = 1
+
+def build():
+    keras.utils.set_random_seed(0)
+    # A small graph (MirroredStrategy traces it once per replica): two tasks,
+    # one conv per block, no attention; the objectives are what is under test.
+    m = SDMTCNN(TASKS, num_classes=5, image_size=(32, 32), synchronized_bn=True,
+                attention=False, **{**TINY, "encoder_depths": (1, 1, 1, 1)})
+    optimizer = keras.optimizers.SGD(0.01) if sys.argv[2] == "sgd" else FusedAdam(1e-3)
+    m.compile(optimizer, get_objective(sys.argv[1]))
+    return m
+
+x, y = random_batch(TASKS, batch=4, num_classes=5)
+y["semantic"][:2, :20] = -1  # far more ignored pixels on the first replica's half
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+single = build()
+initial = single.get_weights()
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"],
+                                          cross_device_ops=tf.distribute.ReductionToOneDevice())
+with strategy.scope():
+    mirrored = build()
+    mirrored.set_weights(initial)
+single.fit(ds, epochs=1, verbose=0, shuffle=False)
+mirrored.fit(ds, epochs=1, verbose=0, shuffle=False)
+a, b = single.get_weights(), mirrored.get_weights()
+def relative(u, v):
+    return float(np.abs(u - v).max() / max(1.0, float(np.abs(v).max())))
+
+print(json.dumps({
+    "replicas": strategy.num_replicas_in_sync,
+    "diff": max(relative(u, v) for u, v in zip(a, b)),
+    "moved": max(relative(u, v) for u, v in zip(a, initial)),
+}))
+"""
+
+
+def _python(code, *args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3",
+                               **(env or {})})
+
+
+@pytest.mark.parametrize("objective,kernels", [("separate", "sgd"), ("ensemble", "fused")])
+def test_mirrored_step_on_two_cpus_equals_the_single_device_step(objective, kernels):
+    # "fused": the fused Adam kernel updates each replica's copy inside
+    # strategy.update(), and every 3x3 conv takes its kernel gradient from
+    # matrix products, per replica.
+    result = _python(STEP_SCRIPT, objective, kernels)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    assert report["moved"] > 1e-3  # the step did change the weights
+    # Adam divides by sqrt(v), which scales the float noise of near-zero
+    # gradients up (Keras' own Adam differs by 2e-5 here too); an update
+    # missing or applied twice on a replica would differ by the rate, 1e-3.
+    assert report["diff"] < (1e-5 if kernels == "sgd" else 1e-4), report
+
+
+WORKER_SCRIPT = r"""
+import json, os, sys
+import numpy as np
+import keras, tensorflow as tf
+sys.path.insert(0, "tests")
+from conftest import TINY, random_batch
+from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
+from keras_sdmtcnn.training.objectives import SeparateObjective
+
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+keras.utils.set_random_seed(0)
+with strategy.scope():
+    model = SDMTCNN(["depth"], image_size=(32, 32), synchronized_bn=True, **TINY)
+    model.compile(keras.optimizers.SGD(0.1), SeparateObjective())
+x, y = random_batch(["depth"], batch=8)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
+np.savez(sys.argv[1], *model.get_weights())
+print("replicas", strategy.num_replicas_in_sync)
+"""
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    try:
+        for index in range(2):
+            env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3",
+                   "TF_CONFIG": json.dumps({"cluster": cluster,
+                                            "task": {"type": "worker", "index": index}})}
+            procs.append(subprocess.Popen(
+                [sys.executable, "-c", WORKER_SCRIPT, str(tmp_path / f"w{index}.npz")],
+                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+        assert "replicas 2" in out
+    a, b = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    assert len(a.files) == len(b.files) > 0
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+RESUME_RECIPE = """
+data:
+  format: scenes
+  tasks: [semantic, depth]
+  image_size: [32, 32]
+  scenes: {{num_train: 96, num_val: 4, height: 32, width: 32, seed: 9, cache_dir: {cache}}}
+model: {{width_multiplier: 0.0625, bottleneck_filters: 64, student_filters: [64, 64, 64, 64]}}
+training: {{epochs: 4, batch_size: 4, learning_rate: 0.003, deterministic: true}}
+output: {{tensorboard: false}}
+"""
+
+
+def _final_weights(run_dir):
+    import keras
+
+    from keras_sdmtcnn.models.saving import load_model
+
+    return load_model(os.path.join(run_dir, "model.keras")).get_weights()
+
+
+def test_a_killed_run_resumes_and_reaches_the_same_weights(tmp_path):
+    recipe = tmp_path / "resume.yaml"
+    recipe.write_text(RESUME_RECIPE.format(cache=tmp_path / "cache"))
+    straight = tmp_path / "straight"
+    result = run_command("fit", str(recipe), "--run-dir", str(straight))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "keras_sdmtcnn.fit", str(recipe),
+                             "--run-dir", str(killed)], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "checkpoints" / "state.json"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)  # well into epoch 3 (24 steps an epoch)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    epoch_at_kill = json.loads(state.read_text())["epoch"]
+    assert 2 <= epoch_at_kill < 4
+    assert json.loads((killed / "run.json").read_text())["status"] == "running"
+    assert not (killed / "model.keras").exists()
+
+    result = run_command("fit", str(recipe), "--run-dir", str(killed))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming after epoch {epoch_at_kill}" in result.stdout
+    history = json.loads((killed / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    for a, b in zip(_final_weights(straight), _final_weights(killed)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_nan_loss_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from fake_data import MTAN_SIZE, write_layout
+    from keras_sdmtcnn.config import recipe_from_dict
+    from keras_sdmtcnn.errors import UserError
+    from keras_sdmtcnn.models.saving import load_model
+    from keras_sdmtcnn.training import callbacks
+    from keras_sdmtcnn.workflows.train import fit
+
+    H, W = MTAN_SIZE
+
+    root = str(tmp_path / "nyu")
+    write_layout(root, "nyuv2", n_train=4, n_val=2)
+    original = callbacks.RunRecorder.on_epoch_end
+
+    def poison_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:  # the next epoch reads NaN normals
+            for i in range(4):
+                path = os.path.join(root, "train", "normal", f"{i}.npy")
+                np.save(path, np.full((H, W, 3), np.nan, "float32"))
+
+    monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", poison_after_first_epoch)
+    recipe = recipe_from_dict({
+        "data": {"format": "nyuv2", "root": root, "image_size": [H, W],
+                 "tasks": ["semantic", "depth", "normal"]},
+        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64},
+        "training": {"epochs": 3, "batch_size": 2},
+        "output": {"verbose": 0, "tensorboard": False},
+    })
+    run_dir = tmp_path / "run"
+    with pytest.raises(UserError, match=r"the loss term 'normal_\w+_loss' became NaN"):
+        fit(recipe, str(run_dir))
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    # The pipeline may have read ahead the clean files of epoch 2 before they
+    # were poisoned: the NaN epoch is 2 or 3, and it is neither saved nor recorded.
+    saved = json.loads((run_dir / "checkpoints" / "state.json").read_text())["epoch"]
+    assert saved in (1, 2)
+    assert len(json.loads((run_dir / "metrics.json").read_text())) == saved
+    model = load_model(run_dir / "checkpoints" / "last.keras")
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
+def test_mixed_precision_keeps_outputs_and_losses_float32():
+    import keras
+
+    from conftest import TASKS3, random_batch, tiny_model
+    from keras_sdmtcnn.training.objectives import SeparateObjective
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = tiny_model()
+        model.compile(keras.optimizers.Adam(1e-3), SeparateObjective())
+        x, y = random_batch(TASKS3, num_classes=5)
+        assert model.backbone.get_layer("encoder1_conv1_conv").compute_dtype == "bfloat16"
+        out = model(x)
+        assert {str(v.dtype) for v in out.values()} == {"<dtype: 'float32'>"} or all(
+            "float32" in str(v.dtype) for v in out.values())
+        logs = model.train_on_batch(x, y, return_dict=True)
+        assert np.isfinite(logs["loss"])
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")

@@ -1,0 +1,108 @@
+"""End to end: the real command-line entry points on a tiny recipe."""
+
+import json
+
+import numpy as np
+
+from conftest import run_command
+
+
+def test_fit_writes_the_run_directory_and_learns(finished_run):
+    _, run_dir, result = finished_run
+    for name in ("recipe.yaml", "metrics.json", "history.csv", "model.keras",
+                 "student.keras", "curves.png", "run.json",
+                 "checkpoints/best.keras", "checkpoints/last.keras"):
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    history = json.loads((run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    first, last = history[0], history[-1]
+    assert last["val_loss"] < first["val_loss"]
+    assert last["val_depth_teacher_abs_err"] < first["val_depth_teacher_abs_err"]
+    assert last["val_semantic_teacher_pixel_acc"] > first["val_semantic_teacher_pixel_acc"]
+    # TensorBoard: every term and metric per epoch, and prediction panels at epoch 5.
+    import tensorflow as tf
+
+    tags = set()
+    for event_file in (run_dir / "tensorboard" / "validation").glob("events.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(event_file)):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"epoch_semantic_student_miou", "epoch_depth_kd_loss", "epoch_loss"} <= tags
+    assert list((run_dir / "tensorboard" / "panels").glob("events.*"))
+    header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert "val_normal_student_angle_median" in header and "depth_kd_loss" in header
+    # One readable line per epoch with both branches.
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 5 and "semantic mIoU↑ T" in lines[-1] and "/ S" in lines[-1]
+
+
+def test_evaluate_reproduces_the_last_epoch(finished_run):
+    _, run_dir, _ = finished_run
+    result = run_command("evaluate", str(run_dir))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| Teacher |" in result.stdout and "| Student |" in result.stdout
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    last = json.loads((run_dir / "metrics.json").read_text())[-1]
+    for key in ("depth_teacher_abs_err", "semantic_student_miou", "normal_teacher_angle_mean"):
+        np.testing.assert_allclose(evaluation[key], last[f"val_{key}"], rtol=1e-5)
+    table = (run_dir / "evaluation.md").read_text()
+    assert "depth Abs ↓" in table and "semantic mIoU ↑" in table
+
+
+def test_notebook_style_evaluate(finished_run):
+    from keras_sdmtcnn.evaluate import load_run
+
+    _, run_dir, _ = finished_run
+    model, recipe, datasets = load_run(str(run_dir))
+    results = model.evaluate(datasets["val"], return_dict=True, verbose=0)
+    assert 0 <= results["semantic_teacher_miou"] <= 1
+    assert model.student_model().count_params() < model.count_params()
+
+
+def test_bad_recipe_key_is_one_clear_line(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("training:\n  epohcs: 3\n")
+    result = run_command("fit", str(recipe), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "Did you mean training.epochs?" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_dataset_root_fails_cleanly_and_the_run_is_not_complete(tmp_path):
+    recipe = tmp_path / "tk.yaml"
+    recipe.write_text("data: {format: taskonomy, root: /nonexistent/taskonomy, "
+                      "image_size: [32, 32]}\n")
+    run_dir = tmp_path / "run"
+    result = run_command("fit", str(recipe), "--run-dir", str(run_dir))
+    assert result.returncode == 2
+    assert "/nonexistent/taskonomy does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+    assert not (run_dir / "model.keras").exists()
+
+
+def test_png_with_corrupt_pixel_data_fails_cleanly(tmp_path):
+    from fake_data import write_sample
+
+    root = tmp_path / "tk"
+    for point in range(2):
+        write_sample(root, "b1", point)
+    path = root / "depth_zbuffer" / "b1" / "point_1_view_0_domain_depth_zbuffer.png"
+    data = bytearray(path.read_bytes())
+    idat = data.index(b"IDAT")
+    for i in range(idat + 6, len(data) - 16):  # pixel data; header and IEND intact
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    recipe = tmp_path / "tk.yaml"
+    recipe.write_text(
+        f"data: {{format: taskonomy, root: {root}, tasks: [depth], image_size: [16, 16],\n"
+        "       train_split: [b1], val_split: [b1]}\n"
+        "model: {width_multiplier: 0.0625, bottleneck_filters: 64}\n"
+        "training: {epochs: 1, batch_size: 2}\n")
+    run_dir = tmp_path / "run"
+    result = run_command("fit", str(recipe), "--run-dir", str(run_dir))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "probably corrupt" in result.stderr and str(root) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"

@@ -1,0 +1,239 @@
+"""The experiment runner: a tiny plan end to end, Delta_m and std by hand, bad plans."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import run_command
+from keras_sdmtcnn.config import plans
+from keras_sdmtcnn.runs import results
+from keras_sdmtcnn.workflows import experiments
+from keras_sdmtcnn.errors import UserError
+
+TINY_BASE = """
+data:
+  format: scenes
+  tasks: [depth]
+  image_size: [32, 32]
+  scenes: {{num_train: 8, num_val: 4, height: 32, width: 32, seed: 7, cache_dir: {cache}}}
+model:
+  width_multiplier: 0.0625
+  bottleneck_filters: 256
+  student_filters: [256, 128, 128, 128]
+training: {{epochs: 2, batch_size: 4, learning_rate: 0.005}}
+output: {{tensorboard: false}}
+"""
+
+PLAN = """
+name: tiny
+out_dir: {out}
+seeds: [0]
+reference: {{depth: single}}
+runs:
+  - name: single
+    recipe: single.yaml
+    label: Single task
+  - name: sd
+    recipe: sd.yaml
+    label: SD-MTCNN
+  - name: b3
+    recipe: b3.yaml
+    label: Traditional KD
+  - name: lb
+    recipe: lb.yaml
+    label: Li & Bilen
+    set: ["objective.feature_teachers={{depth: ${{run:single}}}}"]
+"""
+
+
+def write_recipes(folder):
+    (folder / "base.yaml").write_text(TINY_BASE.format(cache=folder / "cache"))
+    recipes = {
+        "single": "objective: {name: teacher_only}",
+        "sd": "objective: {name: separate}",
+        "b3": "objective: {name: separate, frozen_teacher: train}",
+        "lb": "objective: {name: separate, kd_weight: 0.0, feature_teachers: {depth: nowhere}}",
+    }
+    for name, body in recipes.items():
+        (folder / f"{name}.yaml").write_text(f"base: base.yaml\n{body}\n")
+
+
+@pytest.fixture(scope="module")
+def finished_plan(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("plan")
+    write_recipes(folder)
+    plan = folder / "plan.yaml"
+    plan.write_text(PLAN.format(out=folder / "out"))
+    result = run_command("experiments", str(plan))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return folder, plan, result
+
+
+def test_tiny_plan_writes_table_csv_and_figure(finished_plan):
+    folder, plan, result = finished_plan
+    out = folder / "out"
+    table = (out / "results.md").read_text()
+    for row in ("| Single task | Teacher |", "| SD-MTCNN | Teacher |", "| SD-MTCNN | Student |",
+                "| Traditional KD | Student |", "| Li & Bilen | Student |"):
+        assert row in table
+    assert "depth Abs ↓" in table and "Δm % ↑" in table
+    lines = (out / "results.csv").read_text().splitlines()
+    assert lines[0].startswith("method,model,seeds,depth Abs ↓,depth Abs ↓ std")
+    assert len(lines) == 1 + 1 + 3 * 2
+    assert (out / "curves.png").stat().st_size > 10_000
+    # The table's numbers are the runs' last-epoch validation metrics.
+    with open(out / "sd" / "seed-0" / "metrics.json") as f:
+        last = json.load(f)[-1]
+    assert f"{last['val_depth_student_abs_err']:.4f}" in table
+    # Running the plan again trains nothing and gives the same table.
+    again = run_command("experiments", str(plan), "--quiet")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "results.md").read_text().split("\n", 2)[2] == table.split("\n", 2)[2]
+
+
+def test_baseline3_stage2_leaves_the_frozen_teacher_unchanged(finished_plan):
+    from keras_sdmtcnn.models.saving import load_model
+
+    folder, _, _ = finished_plan
+    run = folder / "out" / "b3" / "seed-0"
+    stage1 = load_model(run / "stage1_teacher" / "model.keras")
+    stage2 = load_model(run / "model.keras")
+    teacher1 = stage1.teacher_model()
+    teacher2 = stage2.teacher_model()
+    assert len(teacher1.weights) == len(teacher2.weights) > 0
+    by_path = {w.path: w.numpy() for w in teacher1.weights}
+    for w in teacher2.weights:  # kernels and BatchNorm moving statistics alike
+        np.testing.assert_array_equal(w.numpy(), by_path[w.path])
+    with open(run / "metrics.json") as f:
+        history = json.load(f)
+    with open(run / "stage1_teacher" / "metrics.json") as f:
+        stage1_last = json.load(f)[-1]
+    # Stage 2 evaluates the frozen Teacher every epoch: always stage 1's result.
+    for record in history:
+        assert record["val_depth_teacher_abs_err"] == pytest.approx(
+            stage1_last["val_depth_teacher_abs_err"], rel=1e-5)
+
+
+def fake_run(root, name, seed, tasks, values, branches=("teacher", "student")):
+    """A finished run directory whose last epoch has the given metric values."""
+    run = root / name / f"seed-{seed}"
+    run.mkdir(parents=True)
+    record = {"epoch": 1}
+    for branch in branches:
+        for (task, metric), v in values.items():
+            record[f"val_{task}_{branch}_{metric}"] = v
+    (run / "metrics.json").write_text(json.dumps([record]))
+    (run / "run.json").write_text(json.dumps({"status": "complete", "seconds": 60.0}))
+
+
+def test_delta_m_and_std_match_a_hand_computation(tmp_path):
+    ref = {("semantic", "miou"): 0.40, ("semantic", "pixel_acc"): 0.80,
+           ("depth", "abs_err"): 0.50, ("depth", "rel_err"): 0.20}
+    method = {0: {("semantic", "miou"): 0.44, ("semantic", "pixel_acc"): 0.76,
+                  ("depth", "abs_err"): 0.45, ("depth", "rel_err"): 0.22},
+              1: {("semantic", "miou"): 0.46, ("semantic", "pixel_acc"): 0.80,
+                  ("depth", "abs_err"): 0.40, ("depth", "rel_err"): 0.20}}
+    for seed in (0, 1):
+        fake_run(tmp_path, "single_semantic", seed, ["semantic"],
+                 {k: v for k, v in ref.items() if k[0] == "semantic"})
+        fake_run(tmp_path, "single_depth", seed, ["depth"],
+                 {k: v for k, v in ref.items() if k[0] == "depth"})
+        fake_run(tmp_path, "method", seed, ["semantic", "depth"], method[seed])
+
+    # By hand: semantic (+10% mIoU, -5% PixAcc) -> +2.5%; depth (abs 10% lower
+    # is +10%, rel 10% higher is -10%) -> 0; Delta_m = 1.25%. Seed 1:
+    # semantic (+15%, 0) -> 7.5%, depth (+20%, 0) -> 10%; Delta_m = 8.75%.
+    def as_nested(values):
+        out = {}
+        for (task, metric), v in values.items():
+            out.setdefault(task, {})[metric] = v
+        return out
+
+    reference = as_nested(ref)
+    assert results.delta_m(as_nested(method[0]), reference) == pytest.approx(1.25)
+    assert results.delta_m(as_nested(method[1]), reference) == pytest.approx(8.75)
+
+    class FakeRecipe:
+        def __init__(self, tasks, name="separate"):
+            self.data = type("D", (), {"tasks": tasks})()
+            self.objective = type("O", (), {"name": name})()
+
+    plan = plans.Plan("fake", str(tmp_path), [0, 1], [],
+                            {"semantic": "single_semantic", "depth": "single_depth"},
+                            [plans.PlanRun("single_semantic", "", "S", []),
+                             plans.PlanRun("single_depth", "", "D", []),
+                             plans.PlanRun("method", "", "Method", [])])
+    recipes = {}
+    for seed in (0, 1):
+        recipes[("single_semantic", seed)] = FakeRecipe(["semantic"], "teacher_only")
+        recipes[("single_depth", seed)] = FakeRecipe(["depth"], "teacher_only")
+        recipes[("method", seed)] = FakeRecipe(["semantic", "depth"])
+    rows = results.collect(plan, recipes)
+    assert [(r["method"], r["branch"]) for r in rows] == [
+        ("Single task", "Teacher"), ("Method", "Teacher"), ("Method", "Student")]
+    assert rows[0]["delta_m"] == [pytest.approx(0.0), pytest.approx(0.0)]
+    assert rows[1]["delta_m"] == [pytest.approx(1.25), pytest.approx(8.75)]
+    table = results.markdown(rows)
+    std = np.std([1.25, 8.75], ddof=1)
+    assert f"5.00 ± {std:.2f}" in table
+    assert f"0.4500 ± {np.std([0.44, 0.46], ddof=1):.4f}" in table  # mIoU over seeds
+    text = results.write_results(plan, recipes)
+    assert "2 seed(s)" in text and "6.0 min" in text  # 3 runs x 2 seeds x 60 s
+    assert (tmp_path / "curves.png").exists() and (tmp_path / "results.csv").exists()
+
+
+def test_a_plan_naming_a_missing_recipe_fails_before_training(tmp_path):
+    write_recipes(tmp_path)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"out_dir: {tmp_path / 'out'}\nruns:\n  - recipe: single.yaml\n"
+                    "  - name: ghost\n    recipe: nothere.yaml\n")
+    with pytest.raises(UserError,
+                       match=r"runs\[1\] \(ghost\): recipe nothere.yaml does not exist"):
+        plans.load_plan(str(plan))
+    assert not (tmp_path / "out").exists()
+    result = run_command("experiments", str(plan))
+    assert result.returncode != 0 and "nothere.yaml does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_plan_whose_feature_teacher_trains_other_tasks_fails_before_training(tmp_path):
+    write_recipes(tmp_path)
+    (tmp_path / "two.yaml").write_text(
+        "base: base.yaml\ndata: {tasks: [semantic, depth]}\nobjective: {name: teacher_only}\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f"out_dir: {tmp_path / 'out'}\nruns:\n  - recipe: two.yaml\n  - recipe: lb.yaml\n"
+        '    set: ["objective.feature_teachers={depth: ${run:two}}"]\n')
+    loaded = plans.load_plan(str(plan))
+    with pytest.raises(UserError, match=r"trained on tasks \['semantic', 'depth'\], not on "
+                                        r"\[depth\] alone"):
+        experiments.resolve_recipes(loaded)
+    plan.write_text(
+        f"out_dir: {tmp_path / 'out'}\nruns:\n  - recipe: lb.yaml\n"
+        '    set: ["objective.feature_teachers={depth: ${run:single}}"]\n  - recipe: single.yaml\n')
+    with pytest.raises(UserError, match=r"must name a run listed before it"):
+        experiments.resolve_recipes(plans.load_plan(str(plan)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_feature_distillation_recipe_with_bad_teachers_fails_before_training(tmp_path):
+    write_recipes(tmp_path)
+    recipe = str(tmp_path / "lb.yaml")
+    result = run_command("fit", recipe, "--run-dir", str(tmp_path / "run"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "objective.feature_teachers.depth: the teacher run nowhere does not exist" in \
+        result.stderr
+    # A finished teacher at another input size.
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "run.json").write_text(json.dumps({"status": "complete"}))
+    (teacher / "model.keras").write_text("")
+    (teacher / "recipe.yaml").write_text(
+        "data: {tasks: [depth], image_size: [64, 64]}\n")
+    result = run_command("fit", recipe, "--run-dir", str(tmp_path / "run"),
+                         "--set", f"objective.feature_teachers={{depth: {teacher}}}")
+    assert "was trained with data.image_size [64, 64], this recipe has [32, 32]" in result.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
