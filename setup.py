@@ -5,7 +5,7 @@ EXPORT = ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert>=2
 
 setup(
     name="keras_sdmtcnn",
-    version="0.1.0",
+    version="0.2.0",
     description="SD-MTCNN: self-distilled multi-task CNNs (Teacher and Student) in Keras 3",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -23,6 +23,7 @@ setup(
     ],
     extras_require={
         "export": EXPORT,
-        "test": ["pytest>=8", *EXPORT],
+        "test": ["pytest>=8", "import-linter>=2.1", *EXPORT],
     },
+    entry_points={"console_scripts": ["sdmtcnn = keras_sdmtcnn.cli:main"]},
 )

@@ -1,0 +1,48 @@
+"""Runs written by version 0.1 (a flat SD-MTCNN graph) still load, evaluate and export."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+FIXTURE = f"{REPO}/tests/fixtures/legacy_run_v0_1"
+
+
+@pytest.fixture(scope="module")
+def legacy_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("legacy")
+    run = tmp / "run"
+    shutil.copytree(FIXTURE, run)
+    return run, [f"data.scenes.cache_dir={tmp / 'cache'}"]
+
+
+def test_a_run_written_by_0_1_evaluates_to_its_own_figures(legacy_run):
+    from keras_sdmtcnn.models.saving import load_model
+    from keras_sdmtcnn.workflows.evaluate import evaluate
+
+    run, overrides = legacy_run
+    model = load_model(str(run / "model.keras"))
+    assert type(model).__name__ == "LegacySDMTCNN"
+    results = evaluate(str(run), overrides=overrides, verbose=0)
+    written = json.loads((run / "evaluation.json").read_text())
+    with open(f"{FIXTURE}/evaluation.json") as f:
+        before = json.load(f)
+    assert set(before) <= set(results)
+    for key, value in before.items():
+        np.testing.assert_allclose(results[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+        assert written[key] == results[key]
+
+
+def test_a_run_written_by_0_1_exports_its_student(legacy_run, tmp_path):
+    from keras_sdmtcnn.deploy.runtime import load_exported
+    from keras_sdmtcnn.workflows.export import export
+
+    run, overrides = legacy_run
+    folder = export(str(run), "student", "tflite", out_dir=str(tmp_path), overrides=overrides,
+                    parity_samples=2, verbose=0)
+    runtime = load_exported(f"{folder}/model.tflite")
+    assert runtime.metadata["parity"]["max_abs_diff"]["depth"] < 1e-4
+    assert set(runtime.metadata["tasks"]) == {"semantic", "depth", "normal"}
