@@ -9,3 +9,30 @@ __version__ = "0.2.0"
 # The package name under which every class that reaches a .keras file is
 # registered (keras.saving.register_keras_serializable).
 PACKAGE = "keras_sdmtcnn"
+
+# The public names, imported on first use (importing the package stays light).
+_PUBLIC = {
+    "SDMTCNN": "keras_sdmtcnn.models.sdmtcnn",
+    "SegNetBackbone": "keras_sdmtcnn.models.backbone",
+    "FrozenTeacherStudent": "keras_sdmtcnn.models.distillation",
+    "FeatureDistillationModel": "keras_sdmtcnn.models.distillation",
+    "SeparateObjective": "keras_sdmtcnn.training.objectives",
+    "EnsembleObjective": "keras_sdmtcnn.training.objectives",
+    "TeacherOnlyObjective": "keras_sdmtcnn.training.objectives",
+    "ImagePreprocessing": "keras_sdmtcnn.data.preprocessing",
+    "load_model": "keras_sdmtcnn.models.saving",
+    "load_run": "keras_sdmtcnn.workflows.evaluate",
+    "load_recipe": "keras_sdmtcnn.config",
+}
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        import importlib
+
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'keras_sdmtcnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_PUBLIC])

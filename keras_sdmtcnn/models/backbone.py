@@ -1,8 +1,16 @@
-"""The shared encoder: a SegNet (VGG-style) backbone, a functional model of its own.
+"""The shared encoder: a SegNet (VGG-style) backbone with named outputs.
 
 keras-hub's split: a backbone is a functional graph without loss whose
-outputs have names; task models (``SDMTCNN``, the distillation wrappers)
-compose it with heads. Nothing here knows a task.
+outputs have names (stage features for skips, pooling masks for
+unpooling, the bottleneck); task models compose it with heads. Nothing here
+knows a task.
+
+:func:`segnet_encoder` builds the graph on an input tensor and returns the
+named outputs; :class:`SegNetBackbone` is that graph as a model of its own
+(the frozen single-task encoders of feature distillation are ones).
+``SDMTCNN`` builds the same graph inline in its own graph (see its module
+for why) and :func:`encoder_outputs` finds the named outputs in any model
+that holds it.
 """
 
 import keras
@@ -49,6 +57,16 @@ def segnet_encoder(image, filters, depths, bottleneck_filters, synchronized_bn=F
         outputs[mask_name(i)] = blocks.PoolingMask(name=f"encoder{i}_pool_mask")([pre_pool, x])
     outputs[BOTTLENECK] = blocks.conv_bn_relu(
         x, bottleneck_filters, "bottleneck_conv1", synchronized_bn=synchronized_bn)
+    return outputs
+
+
+def encoder_outputs(model, stages):
+    """The backbone's named output tensors inside ``model``'s graph (built by :func:`segnet_encoder`)."""
+    outputs = {}
+    for i in range(1, stages + 1):
+        outputs[features_name(i)] = model.get_layer(f"encoder{i}_pool").input
+        outputs[mask_name(i)] = model.get_layer(mask_name(i)).output
+    outputs[BOTTLENECK] = model.get_layer("bottleneck_conv1_relu").output
     return outputs
 
 

@@ -25,15 +25,17 @@ evaluation and export do not change.
   The adaptors train with the network (with the same optimizer and learning
   rate; the paper gives them their own) and are discarded at export.
 
-Trained weights are copied in by layer name (:func:`copy_weights`), which
-also reads runs written before the backbone was a model of its own.
+Trained weights are copied in by layer name (:func:`copy_weights`), looking
+inside nested models, so a single-task ``SDMTCNN`` (encoder inline) fills a
+``SegNetBackbone``.
 """
 
 import keras
 from keras import layers
 
+from keras_sdmtcnn import PACKAGE
 from keras_sdmtcnn.models.backbone import BOTTLENECK, SegNetBackbone
-from keras_sdmtcnn.models.sdmtcnn import FEATURES, MODELS_PACKAGE, SDMTCNN
+from keras_sdmtcnn.models.sdmtcnn import FEATURES, SDMTCNN
 from keras_sdmtcnn.tasks import output_name
 from keras_sdmtcnn.training.losses import FeatureDistance
 from keras_sdmtcnn.training.trainer import MultiTaskTrainer
@@ -59,7 +61,7 @@ def teacher_encoder_name(task):
     return f"{task}_single_task_encoder"
 
 
-@keras.saving.register_keras_serializable(package=MODELS_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class FrozenTeacherStudent(MultiTaskTrainer):
     """A frozen Teacher and a separate Student network, trained with one objective.
 
@@ -71,8 +73,6 @@ class FrozenTeacherStudent(MultiTaskTrainer):
             backbone and Student heads are built).
     """
 
-    network = SDMTCNN  # the class of the two networks (models/legacy.py swaps it)
-
     def __init__(self, teacher_config, student_config, **kwargs):
         teacher_config = dict(teacher_config)
         student_config = dict(student_config)
@@ -80,11 +80,11 @@ class FrozenTeacherStudent(MultiTaskTrainer):
             raise ValueError(
                 f"Teacher tasks {teacher_config['tasks']} differ from the Student's "
                 f"{student_config['tasks']}.")
-        teacher_net = self.network(
+        teacher_net = SDMTCNN(
             **{**teacher_config, "branches": ["teacher"], "name": TEACHER_NETWORK})
         teacher = teacher_net.teacher_model()
         teacher.trainable = False
-        student_net = self.network(
+        student_net = SDMTCNN(
             **{**student_config, "branches": ["student"], "name": STUDENT_NETWORK})
         student = student_net.student_model()
 
@@ -122,7 +122,7 @@ class FrozenTeacherStudent(MultiTaskTrainer):
         return cls(**config)
 
 
-@keras.saving.register_keras_serializable(package=MODELS_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class FeatureDistillationModel(MultiTaskTrainer):
     """An SD-MTCNN trained with feature distillation from single-task backbones.
 
@@ -134,12 +134,10 @@ class FeatureDistillationModel(MultiTaskTrainer):
         feature_weights: ``{task: lambda_t}`` (default 1 for each).
     """
 
-    network = SDMTCNN  # the class of the multi-task network (models/legacy.py swaps it)
-
     def __init__(self, model_config, teacher_configs, feature_weights=None, **kwargs):
         model_config = dict(model_config)
         teacher_configs = {t: dict(c) for t, c in teacher_configs.items()}
-        net = self.network(**{**model_config, "feature_outputs": True, "name": NETWORK})
+        net = SDMTCNN(**{**model_config, "feature_outputs": True, "name": NETWORK})
         names = [output_name(t, b) for t in net.tasks for b in net.branches]
         image = keras.Input(shape=net.inputs[0].shape[1:], name="image")
         out = net(image)

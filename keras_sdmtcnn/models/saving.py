@@ -2,9 +2,10 @@
 
 ``keras.models.load_model`` finds a custom class only once its module has
 run its ``register_keras_serializable`` decorator. :func:`load_model`
-imports every module that registers one (models, the legacy names of files
-before 0.2, objectives, optimizers, losses, weightings, metrics) and then
-loads.
+imports every module that registers one (models, preprocessing,
+objectives, optimizers, losses, weightings, metrics) and then loads. Files
+written by version 0.1 load as they are: the registered names and the
+layer layout did not change.
 """
 
 import os
@@ -16,7 +17,6 @@ def register_all():
     """Imports every module that registers a class a saved model may name."""
     import keras_sdmtcnn.data.preprocessing  # noqa: F401
     import keras_sdmtcnn.models.distillation  # noqa: F401
-    import keras_sdmtcnn.models.legacy  # noqa: F401
     import keras_sdmtcnn.models.sdmtcnn  # noqa: F401
     import keras_sdmtcnn.training.losses  # noqa: F401
     import keras_sdmtcnn.training.metrics  # noqa: F401

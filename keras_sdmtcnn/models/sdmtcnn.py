@@ -2,28 +2,35 @@
 
 One Keras functional graph::
 
-    image -> SegNetBackbone --bottleneck--+--> Teacher decoder per task --> {task}_teacher
-               (skip features, pool masks) +
-                                           +--> Student head per task   --> {task}_student
+    image -> SegNet backbone --bottleneck--+--> Teacher decoder per task --> {task}_teacher
+               (skip features, pool masks)  +
+                                            +--> Student head per task   --> {task}_student
 
-:class:`SDMTCNN` composes it in its constructor (keras-hub style) and is a
+:class:`SDMTCNN` composes it in its constructor (keras-hub style) from the
+backbone's graph function (``backbone.segnet_encoder``), the Teacher decoders
+and the Student heads, and is a
 :class:`~keras_sdmtcnn.training.trainer.MultiTaskTrainer`, so it trains with
-``compile(optimizer, objective)`` and ``fit``. ``teacher_model()`` and
-``student_model()`` cut out sub-models that share the layers (and weights).
+``compile(optimizer, objective)`` and ``fit``. ``backbone``,
+``teacher_model()`` and ``student_model()`` are sub-models that share the
+layers (and weights).
+
+Why the backbone is built inline rather than called as a nested
+``SegNetBackbone`` model: nesting changes the order in which TensorFlow
+sums the gradients of tensors with several consumers (the bottleneck feeds
+every head), so training would round differently and no earlier result
+would reproduce; inline, the graph (and every trained number) is exactly
+that of version 0.1, whose ``.keras`` files therefore load as they are.
 """
 
 import keras
 
-from keras_sdmtcnn.models.backbone import BOTTLENECK, SegNetBackbone, scaled
+from keras_sdmtcnn import PACKAGE
+from keras_sdmtcnn.models.backbone import BOTTLENECK, encoder_outputs, scaled, segnet_encoder
 from keras_sdmtcnn.models.decoders import DECODERS, teacher_decoder
 from keras_sdmtcnn.models.heads import student_head
 from keras_sdmtcnn.tasks import BRANCHES, get_task, output_channels, output_name, validate_tasks
 from keras_sdmtcnn.training.trainer import MultiTaskTrainer
 
-# The package of the models composed from a SegNetBackbone. Files written
-# before the backbone existed name "keras_sdmtcnn>SDMTCNN" (a flat graph):
-# models/legacy.py registers that name.
-MODELS_PACKAGE = "keras_sdmtcnn.models"
 FEATURES = "shared_features"
 
 
@@ -48,7 +55,7 @@ def branch_outputs(backbone_outputs, tasks, branches, num_classes, stage_filters
     return outputs
 
 
-@keras.saving.register_keras_serializable(package=MODELS_PACKAGE)
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class SDMTCNN(MultiTaskTrainer):
     """Self-distilled multi-task CNN (SegNet or U-Net decoders, with task attention).
 
@@ -132,9 +139,8 @@ class SDMTCNN(MultiTaskTrainer):
 
         # === Functional graph ===
         image = keras.Input(shape=(*image_size, input_channels), name="image")
-        features = self._backbone_outputs(
-            image, image_size, input_channels, width_multiplier, encoder_filters,
-            encoder_depths, bottleneck_filters, synchronized_bn)
+        features = segnet_encoder(image, stage_filters, encoder_depths,
+                                  scaled(bottleneck_filters, width_multiplier), synchronized_bn)
         outputs = branch_outputs(features, tasks, branches, num_classes, stage_filters,
                                  encoder_depths, decoder, attention, head_filters,
                                  synchronized_bn)
@@ -159,16 +165,6 @@ class SDMTCNN(MultiTaskTrainer):
         self.synchronized_bn = bool(synchronized_bn)
         self.branches = branches
         self.feature_outputs = bool(feature_outputs)
-
-    @staticmethod
-    def _backbone_outputs(image, image_size, input_channels, width_multiplier,
-                          encoder_filters, encoder_depths, bottleneck_filters, synchronized_bn):
-        backbone = SegNetBackbone(
-            image_size=image_size, input_channels=input_channels,
-            width_multiplier=width_multiplier, encoder_filters=encoder_filters,
-            encoder_depths=encoder_depths, bottleneck_filters=bottleneck_filters,
-            synchronized_bn=synchronized_bn)
-        return backbone(image)
 
     def get_config(self):
         return {
@@ -198,8 +194,12 @@ class SDMTCNN(MultiTaskTrainer):
 
     @property
     def backbone(self):
-        """The shared :class:`SegNetBackbone` (its layers are this model's)."""
-        return self.get_layer("segnet_backbone")
+        """The shared encoder as a sub-model with ``SegNetBackbone``'s named outputs.
+
+        Its layers (and weights) are this model's.
+        """
+        outputs = encoder_outputs(self, len(self.encoder_filters))
+        return keras.Model(self.inputs[0], outputs, name=f"{self.name}_backbone")
 
     def branch_model(self, branch):
         """A functional sub-model of one branch, sharing this model's layers.

@@ -25,7 +25,7 @@ def test_a_run_written_by_0_1_evaluates_to_its_own_figures(legacy_run):
 
     run, overrides = legacy_run
     model = load_model(str(run / "model.keras"))
-    assert type(model).__name__ == "LegacySDMTCNN"
+    assert type(model).__name__ == "SDMTCNN" and model.tasks == ("semantic", "depth", "normal")
     results = evaluate(str(run), overrides=overrides, verbose=0)
     written = json.loads((run / "evaluation.json").read_text())
     with open(f"{FIXTURE}/evaluation.json") as f:
