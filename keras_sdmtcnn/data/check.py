@@ -51,13 +51,12 @@ def check_mtan(root, fmt, report):
         if not os.path.isdir(split_dir):
             report.problem(f"{split_dir} does not exist")
             continue
-        folders = {"image": "image", "depth": "depth"}
+        folders = {"image": "image"}
+        folders.update({t: mtan.TASK_DIRS[t] for t in spec.tasks if t in mtan.TASK_DIRS})
         try:
             folders["semantic"] = mtan.label_dir(split_dir, fmt)
         except UserError as e:
             report.problem(str(e))
-        if "normal" in spec.tasks:
-            folders["normal"] = "normal"
         present = {k: v for k, v in folders.items() if os.path.isdir(os.path.join(split_dir, v))}
         for key in set(folders) - set(present):
             report.problem(f"{os.path.join(split_dir, folders[key])} does not exist")

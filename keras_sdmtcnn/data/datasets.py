@@ -10,6 +10,7 @@ import dataclasses
 
 from keras_sdmtcnn.data import mtan, pipeline, scenes, taskonomy
 from keras_sdmtcnn.data.formats import format_defaults, get_format
+from keras_sdmtcnn.tasks import get_task
 
 
 @dataclasses.dataclass
@@ -59,8 +60,8 @@ def build_datasets(recipe, verbose=True, splits=("train", "val"), initial_epoch=
                 root, folder, data.format, list(data.tasks), tuple(data.image_size),
                 indices, data.label_dir, data.image_normalization,
             )
-            if "semantic" in data.tasks:
-                notes.append(f"{split}: labels from {source.folders['semantic']}/")
+            notes += [f"{split}: labels from {source.folders[task]}/" for task in data.tasks
+                      if get_task(task).is_classification]
             scale, flip = data.augment, data.augment or data.flip
         else:
             default = "splits/train.txt" if train else "splits/val.txt"

@@ -89,6 +89,18 @@ FORMATS = {
 FORMAT_NAMES = tuple(FORMATS)
 
 
+# Taskonomy's folder of each task's files (older releases' names after the
+# first); the built-in scenes are written with the first names.
+TASKONOMY_DOMAINS = {
+    "rgb": ("rgb",),
+    "semantic": ("segment_semantic", "segmentsemantic"),
+    "depth": ("depth_zbuffer",),
+    "normal": ("normal",),
+    "keypoints": ("keypoints2d",),
+    "edges": ("edge_texture",),
+}
+
+
 def get_format(name):
     """The :class:`DatasetFormat` called ``name`` (a ``ValueError`` names the choices)."""
     if name not in FORMATS:

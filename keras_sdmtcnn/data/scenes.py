@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 from skimage import feature, filters
 
-from keras_sdmtcnn.data.formats import FORMATS
+from keras_sdmtcnn.data.formats import FORMATS, TASKONOMY_DOMAINS
 
 IGNORE_LABEL = FORMATS["scenes"].ignore_label  # class ids: data/formats.py, SCENES_CLASSES
 GRAZING_COS = 0.08
@@ -242,14 +242,7 @@ def _texture(points, obj, rng):
 # ----------------------------------------------------------------------------
 # Writing in the Taskonomy layout.
 
-TASKONOMY_DIRS = {
-    "rgb": "rgb",
-    "semantic": "segment_semantic",
-    "depth": "depth_zbuffer",
-    "normal": "normal",
-    "keypoints": "keypoints2d",
-    "edges": "edge_texture",
-}
+TASKONOMY_DIRS = {key: names[0] for key, names in TASKONOMY_DOMAINS.items()}
 
 
 def encode_taskonomy(sample):

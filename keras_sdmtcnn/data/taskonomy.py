@@ -33,17 +33,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
+from keras_sdmtcnn.data.formats import TASKONOMY_DOMAINS
 from keras_sdmtcnn.data.png import check_png
 from keras_sdmtcnn.data.preprocessing import normalize, scale_pixels
 from keras_sdmtcnn.errors import UserError
 
-DOMAINS = {
-    "semantic": ("segment_semantic", "segmentsemantic"),
-    "depth": ("depth_zbuffer",),
-    "normal": ("normal",),
-    "keypoints": ("keypoints2d",),
-    "edges": ("edge_texture",),
-}
+DOMAINS = {task: names for task, names in TASKONOMY_DOMAINS.items() if task != "rgb"}
 STANDLEY = {"keypoints": (50.0, 100.0), "edges": (718.0, 1070.0)}
 _EXPECT = {  # bit depths, channels
     "rgb": ((8,), (3, 4)),
@@ -57,7 +52,7 @@ _EXPECT = {  # bit depths, channels
 
 def find_domain_dir(root, task):
     """The folder of ``task`` under ``root`` (accepting older names)."""
-    names = ("rgb",) if task == "rgb" else DOMAINS[task]
+    names = TASKONOMY_DOMAINS[task]
     for name in names:
         if os.path.isdir(os.path.join(root, name)):
             return name

@@ -247,9 +247,10 @@ def _check_arguments(tasks, num_classes, image_size, input_channels,
             )
     if input_channels < 1:
         raise ValueError(f"input_channels must be >= 1, got {input_channels}.")
-    if "semantic" in tasks and num_classes < 2:
+    labelled = [t for t in tasks if get_task(t).is_classification]
+    if labelled and num_classes < 2:
         raise ValueError(
-            f"num_classes must be >= 2 for the semantic task, got {num_classes}."
+            f"num_classes must be >= 2 for the {labelled[0]} task, got {num_classes}."
         )
     for task, channels in (task_channels or {}).items():
         spec = get_task(task)
