@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 PACKAGE = os.path.join(REPO, "keras_sdmtcnn")

@@ -32,8 +32,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
 from keras_sdmtcnn.data.formats import TASKONOMY_DOMAINS
+from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
 from keras_sdmtcnn.data.png import check_png
 from keras_sdmtcnn.data.preprocessing import normalize, scale_pixels
 from keras_sdmtcnn.errors import UserError

@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from keras_sdmtcnn.errors import UserError
 
-
 QUANTIZATIONS = ("none", "fp16", "dynamic_int8", "int8")
 
 

@@ -61,7 +61,7 @@ def segnet_encoder(image, filters, depths, bottleneck_filters, synchronized_bn=F
 
 
 def encoder_outputs(model, stages):
-    """The backbone's named output tensors inside ``model``'s graph (built by :func:`segnet_encoder`)."""
+    """The backbone's named output tensors in ``model``'s graph (built by :func:`segnet_encoder`)."""
     outputs = {}
     for i in range(1, stages + 1):
         outputs[features_name(i)] = model.get_layer(f"encoder{i}_pool").input
@@ -117,14 +117,6 @@ class SegNetBackbone(keras.Model):
         self.encoder_depths = encoder_depths
         self.bottleneck_filters = int(bottleneck_filters)
         self.synchronized_bn = bool(synchronized_bn)
-
-    @property
-    def stages(self):
-        return len(self.encoder_filters)
-
-    def stage_filters(self):
-        """The (scaled) filters of each stage, as built."""
-        return [scaled(f, self.width_multiplier) for f in self.encoder_filters]
 
     def get_config(self):
         return {

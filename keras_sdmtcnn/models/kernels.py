@@ -15,6 +15,7 @@ from keras import layers, ops
 
 from keras_sdmtcnn import PACKAGE
 
+
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FusedBatchNormalization(layers.BatchNormalization):
     """``BatchNormalization`` computed by TensorFlow's fused kernel where it can be.

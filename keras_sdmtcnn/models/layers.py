@@ -15,7 +15,6 @@ from keras import layers, ops
 from keras_sdmtcnn import PACKAGE
 from keras_sdmtcnn.models.kernels import FusedBatchNormalization, MatmulGradConv2D
 
-
 # PyTorch's default BatchNorm momentum (0.1 there, 0.9 in Keras' convention),
 # as in the MTAN/SD-MTCNN code lineage; Keras' 0.99 leaves the moving
 # statistics far from the data for the first few hundred steps.

@@ -32,9 +32,9 @@ import math
 import keras
 import tensorflow as tf
 
-from keras_sdmtcnn.training import losses as losses_lib
 from keras_sdmtcnn import PACKAGE
 from keras_sdmtcnn.tasks import get_task, output_name
+from keras_sdmtcnn.training import losses as losses_lib
 
 
 class Objective:

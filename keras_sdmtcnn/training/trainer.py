@@ -22,9 +22,9 @@ global-batch values.
 import keras
 import tensorflow as tf
 
+from keras_sdmtcnn.tasks import output_name
 from keras_sdmtcnn.training.metrics import make_task_metric
 from keras_sdmtcnn.training.objectives import Objective
-from keras_sdmtcnn.tasks import output_name
 
 
 class MultiTaskTrainer(keras.Model):

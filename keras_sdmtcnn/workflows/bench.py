@@ -41,7 +41,6 @@ from keras_sdmtcnn.deploy.runtime import median_seconds
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs.machine import machine
 
-
 REFERENCE_CONV_FLOPS = 2 * 36 * 48 * 512 * 512 * 9
 
 

@@ -17,7 +17,10 @@ from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs.results import write_results
 from keras_sdmtcnn.runs.rundir import RunDir
 from keras_sdmtcnn.runs.teachers import (
-    check_feature_teachers, check_frozen_teacher, finished_run_recipe)
+    check_feature_teachers,
+    check_frozen_teacher,
+    finished_run_recipe,
+)
 
 
 def resolve_recipes(plan):

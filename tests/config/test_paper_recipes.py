@@ -4,15 +4,12 @@ import glob
 import os
 
 import pytest
-
 from conftest import REPO
-from keras_sdmtcnn.config import plans
 
+from keras_sdmtcnn.config import load_recipe, plans
 from keras_sdmtcnn.models.builders import build_objective, model_config
-from keras_sdmtcnn.models.distillation import FeatureDistillationModel
-from keras_sdmtcnn.models.distillation import FrozenTeacherStudent
+from keras_sdmtcnn.models.distillation import FeatureDistillationModel, FrozenTeacherStudent
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
-from keras_sdmtcnn.config import load_recipe
 
 PAPER = os.path.join(REPO, "recipes", "paper")
 RECIPES = sorted(p for p in glob.glob(os.path.join(PAPER, "*", "*.yaml"))

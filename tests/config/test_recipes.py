@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
-from keras_sdmtcnn.errors import UserError
+
 from keras_sdmtcnn.config import load_recipe, recipe_from_dict
+from keras_sdmtcnn.errors import UserError
 
 
 def write(tmp_path, text):

@@ -3,13 +3,12 @@ import os
 
 import numpy as np
 import pytest
+from fake_data import MTAN_SIZE, make_sample, write_layout  # noqa: E402
 
 from keras_sdmtcnn.data import augment
 from keras_sdmtcnn.data.mtan import holdout_indices, mtan_dataset
 from keras_sdmtcnn.data.taskonomy import numpy_targets
 from keras_sdmtcnn.errors import UserError
-
-from fake_data import MTAN_SIZE, make_sample, write_layout  # noqa: E402
 
 H, W = MTAN_SIZE
 

@@ -2,8 +2,8 @@ import os
 
 import numpy as np
 
-from keras_sdmtcnn.data.formats import SCENES_CLASSES
 from keras_sdmtcnn.data import scenes
+from keras_sdmtcnn.data.formats import SCENES_CLASSES
 from keras_sdmtcnn.data.taskonomy import numpy_targets, taskonomy_dataset
 
 

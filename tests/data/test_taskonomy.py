@@ -2,7 +2,6 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from keras_sdmtcnn.data.augment import flip_left_right
 from keras_sdmtcnn.data.taskonomy import numpy_targets, taskonomy_dataset

@@ -5,12 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from conftest import run_command
 from PIL import Image
 
-from conftest import run_command
+from keras_sdmtcnn.deploy.runtime import load_exported
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.workflows.export import export
-from keras_sdmtcnn.deploy.runtime import load_exported
 
 FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "saved_model": "saved_model"}
 

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from fake_data import MTAN_SIZE, write_layout
 
 

@@ -4,12 +4,16 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import random_batch, tiny_model
-from keras_sdmtcnn.training import losses
+
 from keras_sdmtcnn.models.distillation import (
-    NETWORK, FeatureDistillationModel, adapted_name, target_name)
-from keras_sdmtcnn.models.distillation import FrozenTeacherStudent
+    NETWORK,
+    FeatureDistillationModel,
+    FrozenTeacherStudent,
+    adapted_name,
+    target_name,
+)
+from keras_sdmtcnn.training import losses
 from keras_sdmtcnn.training.objectives import get_objective
 
 

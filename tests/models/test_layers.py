@@ -3,7 +3,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sdmtcnn.models import kernels
-from keras_sdmtcnn.models import layers as blocks
 from keras_sdmtcnn.models.kernels import FusedBatchNormalization, MatmulGradConv2D
 from keras_sdmtcnn.models.layers import PoolingMask, Unpool2D
 

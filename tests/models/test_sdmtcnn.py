@@ -4,12 +4,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ALL_TASKS, TASKS3, TINY, random_batch, tiny_model
+
+from keras_sdmtcnn.deploy.tflite import convert_to_tflite, tflite_ops
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
 from keras_sdmtcnn.models.size import count_flops, model_size
 from keras_sdmtcnn.training.objectives import EnsembleObjective
-from keras_sdmtcnn.deploy.tflite import convert_to_tflite, tflite_ops
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import REPO
 
 FIXTURE = f"{REPO}/tests/fixtures/legacy_run_v0_1"

@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import REPO, run_command
 
 STEP_SCRIPT = r"""
@@ -158,7 +157,6 @@ output: {{tensorboard: false}}
 
 
 def _final_weights(run_dir):
-    import keras
 
     from keras_sdmtcnn.models.saving import load_model
 
@@ -207,6 +205,7 @@ def test_a_killed_run_resumes_and_reaches_the_same_weights(tmp_path):
 
 def test_nan_loss_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     from fake_data import MTAN_SIZE, write_layout
+
     from keras_sdmtcnn.config import recipe_from_dict
     from keras_sdmtcnn.errors import UserError
     from keras_sdmtcnn.models.saving import load_model
@@ -249,8 +248,8 @@ def test_nan_loss_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_mixed_precision_keeps_outputs_and_losses_float32():
     import keras
-
     from conftest import TASKS3, random_batch, tiny_model
+
     from keras_sdmtcnn.training.objectives import SeparateObjective
 
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16")

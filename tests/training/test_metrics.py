@@ -1,8 +1,12 @@
 import numpy as np
 import pytest
 
-from keras_sdmtcnn.training.metrics import (AbsErrorMetric, DepthMetrics, NormalMetrics,
-                                   SegmentationMetrics)
+from keras_sdmtcnn.training.metrics import (
+    AbsErrorMetric,
+    DepthMetrics,
+    NormalMetrics,
+    SegmentationMetrics,
+)
 
 
 def np_seg(labels, logits, c, ignore):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import TASKS3, random_batch
-from keras_sdmtcnn.training import objectives
+
 from keras_sdmtcnn.tasks import output_name
+from keras_sdmtcnn.training import objectives
 
 
 def np_log_softmax(z):

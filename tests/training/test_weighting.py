@@ -4,11 +4,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import random_batch, tiny_model
+
 from keras_sdmtcnn.training.objectives import get_objective
 from keras_sdmtcnn.training.weighting import (
-    DynamicWeightAverage, EqualWeighting, UncertaintyWeighting, get_weighting)
+    DynamicWeightAverage,
+    EqualWeighting,
+    UncertaintyWeighting,
+    get_weighting,
+)
 
 TASKS = ["semantic", "depth", "normal"]
 

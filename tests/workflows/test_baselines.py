@@ -1,9 +1,9 @@
 import numpy as np
 
-from keras_sdmtcnn.workflows.baselines import trivial_baselines
+from keras_sdmtcnn.config import recipe_from_dict
 from keras_sdmtcnn.data.datasets import build_datasets
 from keras_sdmtcnn.data.taskonomy import numpy_targets
-from keras_sdmtcnn.config import recipe_from_dict
+from keras_sdmtcnn.workflows.baselines import trivial_baselines
 
 
 def test_trivial_baselines_match_numpy(tmp_path):

@@ -3,15 +3,14 @@
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
-
 from conftest import run_command
+
 from keras_sdmtcnn.config import plans
+from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs import results
 from keras_sdmtcnn.workflows import experiments
-from keras_sdmtcnn.errors import UserError
 
 TINY_BASE = """
 data:
