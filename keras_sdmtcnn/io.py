@@ -10,6 +10,12 @@ import os
 import tempfile
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _tmp_beside(path, suffix=""):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -17,6 +23,9 @@ def _tmp_beside(path, suffix=""):
         prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}", dir=folder
     )
     os.close(fd)
+    # mkstemp makes the file private (0600); the final file gets the mode
+    # any new file of the user gets (0644 under umask 022).
+    os.chmod(tmp, 0o666 & ~_umask())
     return tmp
 
 
@@ -70,3 +79,16 @@ def atomic_link(source, target):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def temp_dir_beside(folder, prefix):
+    """A new temporary folder in ``folder``, with the mode a new folder of the user gets.
+
+    ``tempfile.mkdtemp`` makes it private (0700); a folder built under a
+    temporary name and then renamed into place must end up as any other
+    (0755 under umask 022).
+    """
+    os.makedirs(folder, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=folder)
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp

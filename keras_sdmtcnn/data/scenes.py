@@ -31,13 +31,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
 from skimage import feature, filters
 
 from keras_sdmtcnn.data.formats import FORMATS, TASKONOMY_DOMAINS
+from keras_sdmtcnn.io import temp_dir_beside
 
 IGNORE_LABEL = FORMATS["scenes"].ignore_label  # class ids: data/formats.py, SCENES_CLASSES
 GRAZING_COS = 0.08
@@ -313,7 +313,7 @@ def ensure_scenes(cache_dir, num_train, num_val, height=96, width=128, seed=0,
     if os.path.exists(os.path.join(root, COMPLETE_MARKER)):
         return root
     os.makedirs(os.path.dirname(root) or ".", exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".scenes-tmp-", dir=os.path.dirname(root) or ".")
+    tmp = temp_dir_beside(os.path.dirname(root) or ".", ".scenes-tmp-")
     try:
         bar = None
         if verbose:

@@ -24,7 +24,9 @@ crash never leaves a half-written file under its final name. ``run.json``
 says ``complete`` only once everything is written.
 """
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
@@ -56,6 +58,7 @@ class RunDir:
     EVALUATION = "evaluation.json"
     EVALUATION_TABLE = "evaluation.md"
     STAGE1 = "stage1_teacher"
+    LOCK = ".lock"
     FINAL_FILES = (MODEL, STUDENT, CURVES)
 
     def __init__(self, path):
@@ -181,6 +184,48 @@ class RunDir:
         for name in self.FINAL_FILES:
             if os.path.exists(self.file(name)):
                 os.remove(self.file(name))
+
+    # === One process at a time ===
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Holds the run directory for this process; another live process's hold is an error.
+
+        The hold is an advisory lock (``flock``) on ``RUN_DIR/.lock``, which
+        the operating system releases when the process ends, however it
+        ends: a lock left by a killed process never blocks a resume.
+        """
+        os.makedirs(self.path, exist_ok=True)
+        handle = open(self.file(self.LOCK), "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise UserError(
+                    f"{self.path} is being written by {holder}: wait for it to finish, stop "
+                    "it, or choose another --run-dir.") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()}\n")
+            handle.flush()
+            yield self
+        finally:
+            handle.close()
+
+    def remove_temporaries(self):
+        """Removes the temporary files a killed process left (``.NAME.*.tmp*``)."""
+        for folder in (self.path, self.checkpoints):
+            if not os.path.isdir(folder):
+                continue
+            for name in os.listdir(folder):
+                if name.startswith(".") and ".tmp" in name and name != self.LOCK:
+                    path = os.path.join(folder, name)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        os.remove(path)
 
     # === Finding what to load ===
 

@@ -74,7 +74,7 @@ def export(source, branch="student", fmt="tflite", quantize="none", out_dir=None
     from keras_sdmtcnn.deploy.runtime import load_exported
     from keras_sdmtcnn.deploy.serving import output_specs, serving_function, write_saved_model
     from keras_sdmtcnn.deploy.tflite import convert_saved_model, tflite_ops
-    from keras_sdmtcnn.io import atomic_write_json
+    from keras_sdmtcnn.io import atomic_write_json, temp_dir_beside
     from keras_sdmtcnn.models.saving import load_model
 
     check_choice(branch, fmt, quantize)
@@ -100,7 +100,7 @@ def export(source, branch="student", fmt="tflite", quantize="none", out_dir=None
     label = f"{branch}-{fmt}" + ("" if quantize == "none" else f"-{quantize}")
     final = os.path.join(out_dir, label)
     os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{label}.tmp-", dir=out_dir)
+    tmp = temp_dir_beside(out_dir, f".{label}.tmp-")
     try:
         saved = os.path.join(tmp, "saved_model")
         write_saved_model(model, serve, saved)

@@ -83,6 +83,19 @@ def _train_stage1(recipe, run_dir, overwrite):
 def fit(recipe, run_dir=None, overwrite=False):
     """Trains the recipe's model; returns ``(model, history, run_dir)``.
 
+    One process at a time writes a run directory (``RunDir.lock``); the
+    temporary files a killed process left there are removed first. See
+    :func:`_fit` for what is trained and written.
+    """
+    run_dir = RunDir(run_dir or recipe.output.run_dir or os.path.join("runs", recipe.name))
+    with run_dir.lock():
+        run_dir.remove_temporaries()
+        return _fit(recipe, run_dir, overwrite)
+
+
+def _fit(recipe, run_dir, overwrite):
+    """Trains the recipe's model into ``run_dir`` (held by this process).
+
     Started again with the same run directory after an interruption (a
     crash, a SIGKILL, a preempted machine), it resumes from the last finished
     epoch: weights, optimizer state, epoch counter, records, and the data
@@ -90,7 +103,7 @@ def fit(recipe, run_dir=None, overwrite=False):
 
     Args:
         recipe: a :class:`~keras_sdmtcnn.config.Recipe`.
-        run_dir: where to write (default ``output.run_dir`` or ``runs/<name>``).
+        run_dir: a :class:`RunDir`.
         overwrite: start afresh even if the run directory holds a run.
     """
     import keras
@@ -104,8 +117,6 @@ def fit(recipe, run_dir=None, overwrite=False):
     from keras_sdmtcnn.training.callbacks import PanelSummary, ProgressLogger, RunRecorder
 
     training, verbose = recipe.training, recipe.output.verbose
-    run_dir = RunDir(run_dir or recipe.output.run_dir or os.path.join("runs", recipe.name))
-    os.makedirs(run_dir.path, exist_ok=True)
     state = _resume_state(run_dir, recipe, overwrite)
     check_teachers(recipe)
     teacher_runs = None

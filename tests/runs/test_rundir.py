@@ -1,0 +1,58 @@
+"""RunDir: one process per run directory; what a killed process left is cleaned up."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.runs.rundir import RunDir
+
+
+def test_a_second_process_is_refused_while_the_first_holds_the_run(tmp_path):
+    run = RunDir(tmp_path / "run")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("training: {epochs: 1}\n")
+    with run.lock():
+        with pytest.raises(UserError, match=f"being written by process {os.getpid()}"):
+            with RunDir(run.path).lock():
+                pass
+        done = subprocess.run(
+            [sys.executable, "-m", "keras_sdmtcnn.fit", str(recipe), "--run-dir", run.path],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": REPO})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == [f"error: {run.path} is being written by process {os.getpid()}: wait for "
+                     "it to finish, stop it, or choose another --run-dir."]
+    # Released with the process that held it: a later holder gets it.
+    with RunDir(run.path).lock():
+        pass
+
+
+def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
+    run = RunDir(tmp_path / "run")
+    hold = ("import os, sys, time; from keras_sdmtcnn.runs.rundir import RunDir\n"
+            f"with RunDir({run.path!r}).lock():\n"
+            "    print('held', flush=True); os.kill(os.getpid(), 9)\n")
+    done = subprocess.run([sys.executable, "-c", hold], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": REPO})
+    assert done.returncode == -9 and "held" in done.stdout
+    with run.lock():
+        pass
+
+
+def test_temporary_files_of_a_killed_process_are_removed(tmp_path):
+    run = RunDir(tmp_path / "run")
+    os.makedirs(run.checkpoints)
+    left = [os.path.join(run.path, ".metrics.json.k2j3.tmp"),
+            os.path.join(run.checkpoints, ".epoch-0002.keras.x8.tmp.keras")]
+    kept = [os.path.join(run.path, "metrics.json"), os.path.join(run.checkpoints, "state.json")]
+    for path in left + kept:
+        with open(path, "w") as f:
+            f.write("{}")
+    run.remove_temporaries()
+    assert [os.path.exists(p) for p in left] == [False, False]
+    assert all(os.path.exists(p) for p in kept)
