@@ -23,7 +23,7 @@ setup(
     ],
     extras_require={
         "export": EXPORT,
-        "test": ["pytest>=8", "import-linter>=2.1", *EXPORT],
+        "test": ["pytest>=8", "import-linter>=2.1", "hypothesis>=6", *EXPORT],
     },
     entry_points={"console_scripts": ["sdmtcnn = keras_sdmtcnn.cli:main"]},
 )

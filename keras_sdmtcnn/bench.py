@@ -24,6 +24,8 @@ def build_parser(parser=None):
                         help="only the separate train step's seconds (the allocator and XLA "
                              "comparisons run it in fresh processes)")
     parser.add_argument("--xla", action="store_true", help="with --train-step-only: jit_compile")
+    parser.add_argument("--quick", action="store_true",
+                        help="leave out the XLA and allocator comparisons (fresh processes)")
     return parser
 
 
@@ -35,7 +37,8 @@ def run(args):
         result = train_step_only(args.recipe, args.set, args.steps, args.xla)
         print(json.dumps(result))
     else:
-        result = bench(args.recipe, args.set, args.steps, args.quantize)
+        result = bench(args.recipe, args.set, args.steps, args.quantize,
+                       compare_options=not args.quick)
         print(table(result))
     if args.out:
         atomic_write_json(args.out, result)

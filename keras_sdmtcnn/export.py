@@ -36,15 +36,11 @@ def build_parser(parser=None):
 
 
 def run(args):
-    from keras_sdmtcnn.workflows.export import check_choice, export
+    from keras_sdmtcnn.workflows.export import export_variants
 
-    for fmt in args.formats:
-        for quantize in args.quantize:
-            check_choice(args.branch, fmt, quantize)
-    for fmt in args.formats:
-        for quantize in args.quantize:
-            export(args.source, args.branch, fmt, quantize, args.out, args.recipe, args.set,
-                   args.name, args.input_dtype, args.samples)
+    variants = [(fmt, quantize) for fmt in args.formats for quantize in args.quantize]
+    export_variants(args.source, args.branch, variants, args.out, args.recipe, args.set,
+                    args.name, args.input_dtype, args.samples)
 
 
 def main(argv=None):

@@ -47,7 +47,7 @@ def parse_override(text):
         raise UserError(f"--set expects KEY=VALUE (e.g. training.epochs=3), got {text!r}.")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as e:
         raise UserError(f"--set {key}: cannot parse {raw!r} as a value ({e}).") from None
     return key.strip(), value
@@ -60,15 +60,64 @@ def apply_overrides(values, overrides):
     return values
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key repeated in one mapping is an error.
+
+    Written by hand because PyYAML has no strict mode: its loaders keep the
+    last value of a repeated key without a word, so a recipe that sets
+    ``training.epochs`` twice would silently train with the second.
+    """
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            repeated = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: the mapping constructor reports it
+            break
+        if repeated:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {key!r} appears twice in one mapping",
+                key_node.start_mark)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def load_yaml(text):
+    """Parses YAML text; a key repeated in one mapping is an error (``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def read_yaml_mapping(path, what):
-    """The mapping in a YAML file, or a :class:`UserError` naming the file."""
+    """The mapping in a YAML file, or a :class:`UserError` naming the file.
+
+    The file must exist, be UTF-8 text, parse as YAML without repeated keys,
+    and hold a non-empty mapping.
+    """
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path} is a folder: give the path of a YAML file.")
     if not os.path.isfile(path):
         raise UserError(f"{what} file {path} does not exist.")
     try:
-        with open(path) as f:
-            values = yaml.safe_load(f) or {}
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start}): "
+                        "save it as UTF-8.") from None
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read: {e.strerror}.") from None
+    try:
+        values = load_yaml(text)
     except yaml.YAMLError as e:
         raise UserError(f"{what} {path} is not valid YAML: {e}") from None
+    if values is None:
+        raise UserError(f"{what} {path} is empty: write at least one key (the defaults are "
+                        "documented in docs/recipes.md).")
     if not isinstance(values, dict):
         raise UserError(f"{what} {path} must be a mapping of keys, got {type(values).__name__}.")
     return values

@@ -16,6 +16,8 @@ together).
 
 import dataclasses
 import difflib
+import math
+import os
 import types
 import typing
 
@@ -183,6 +185,8 @@ def _coerce(value, hint, path):
             return None
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise UserError(f"{path} must be a finite number, got {value!r}.")
             return float(value)
     elif hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -208,11 +212,34 @@ def build(cls, values, path):
                 f"Unknown recipe key {full}.{hint} Valid keys here: {', '.join(fields)}."
             )
         hint = fields[key]
+        if isinstance(value, list) and not value and full != "data.tasks":
+            # (an empty data.tasks gets validate()'s message, which lists the tasks)
+            raise UserError(
+                f"{full} is an empty list: list at least one value, or leave {full} out "
+                "for its default.")
         if dataclasses.is_dataclass(hint):
             kwargs[key] = build(hint, value, full)
         else:
             kwargs[key] = _coerce(value, hint, full)
     return cls(**kwargs)
+
+
+# The seeds TensorFlow, numpy and Python all accept.
+MAX_SEED = 2**31 - 1
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _check_seed(key, value):
+    if not 0 <= value <= MAX_SEED:
+        raise UserError(f"{key} must be an integer from 0 to {MAX_SEED}, got {value}.")
 
 
 def validate(recipe):
@@ -285,17 +312,39 @@ def validate(recipe):
             f"model.student_filters needs {len(model.encoder_filters)} entries "
             "(one transposed convolution per encoder block)."
         )
+    for key in ("train_split", "val_split"):
+        value = getattr(data, key)
+        if isinstance(value, list) and not all(isinstance(v, str) and v for v in value):
+            raise UserError(f"data.{key} must be a list of names (strings), got {value}.")
+    if recipe.output.panels_every < 0:
+        raise UserError(f"output.panels_every must be >= 0 (0: never), got "
+                        f"{recipe.output.panels_every}.")
+    for key in ("encoder_filters", "encoder_depths", "student_filters"):
+        values = getattr(model, key)
+        if not all(_is_int(v) and v >= 1 for v in values):
+            raise UserError(f"model.{key} must be a list of integers >= 1, got {values}.")
+    for key in ("seed", "holdout_seed"):
+        _check_seed(f"training.{key}" if key == "seed" else f"data.{key}",
+                    getattr(training if key == "seed" else data, key))
+    _check_seed("data.scenes.seed", data.scenes.seed)
+    for key, value in (("data.root", data.root), ("output.run_dir", recipe.output.run_dir),
+                       ("data.scenes.cache_dir", data.scenes.cache_dir)):
+        if value and os.path.isfile(os.path.expanduser(value)):
+            raise UserError(f"{key} is {value}, which is a file: give a folder.")
     if model.width_multiplier <= 0:
         raise UserError(f"model.width_multiplier must be > 0, got {model.width_multiplier}.")
     if recipe.objective.kd_weight < 0:
         raise UserError(f"objective.kd_weight must be >= 0, got {recipe.objective.kd_weight}.")
     if recipe.objective.temperature <= 0:
         raise UserError("objective.temperature must be > 0.")
-    for task in recipe.objective.task_weights:
+    for task, weight in recipe.objective.task_weights.items():
         if task not in data.tasks:
             raise UserError(
                 f"objective.task_weights names {task!r}, which is not in data.tasks {data.tasks}."
             )
+        if not _is_number(weight) or weight < 0:
+            raise UserError(
+                f"objective.task_weights.{task} must be a finite number >= 0, got {weight!r}.")
     objective = recipe.objective
     if objective.dwa_temperature <= 0:
         raise UserError(f"objective.dwa_temperature must be > 0, got {objective.dwa_temperature}.")
@@ -316,9 +365,7 @@ def validate(recipe):
             if key == "feature_teachers" and not isinstance(value, str):
                 raise UserError(
                     f"objective.feature_teachers.{task} must be a run directory, got {value!r}.")
-            if key == "feature_weights" and (isinstance(value, bool)
-                                             or not isinstance(value, (int, float))
-                                             or value < 0):
+            if key == "feature_weights" and (not _is_number(value) or value < 0):
                 raise UserError(
                     f"objective.feature_weights.{task} must be a number >= 0, got {value!r}.")
     if training.epochs < 1:

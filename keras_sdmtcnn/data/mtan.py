@@ -32,9 +32,9 @@ from keras_sdmtcnn.data.formats import get_format
 from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
 from keras_sdmtcnn.data.preprocessing import normalize
 from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.tasks import get_task
 
 TASK_DIRS = {"depth": "depth", "normal": "normal"}
-_CHANNELS = {"image": 3, "semantic": None, "depth": 1, "normal": 3}
 
 
 def label_dir(split_dir, fmt, requested=None):
@@ -140,7 +140,7 @@ class MTANSplit:
             if task not in get_format(fmt).tasks:
                 raise UserError(f"The {fmt} layout has no {task!r} task; its tasks: "
                                 f"{', '.join(get_format(fmt).tasks)}.")
-            if task == "semantic":
+            if get_task(task).is_classification:
                 self.folders[task] = label_dir(self.dir, fmt, label_folder)
             else:
                 self.folders[task] = TASK_DIRS[task]
@@ -153,7 +153,8 @@ class MTANSplit:
                     f"{path} has {len(_indices(path))} files but image/ has "
                     f"{len(self.indices)}: every task needs the same indices."
                 )
-            self.headers[key] = folder_header(path, self.indices, key, _CHANNELS[key])
+            channels = 3 if key == "image" else get_task(key).channels
+            self.headers[key] = folder_header(path, self.indices, key, channels)
         sizes = {key: h[2][:2] for key, h in self.headers.items()}
         if len(set(sizes.values())) != 1:
             raise UserError(f"Image and target sizes differ in {self.dir}: {sizes}.")
@@ -172,7 +173,7 @@ class MTANSplit:
             targets = {}
             for task in self.tasks:
                 value = decoders[task](paths[task])
-                if task == "semantic":
+                if get_task(task).is_classification:
                     value = tf.cast(tf.round(tf.cast(value, tf.float32)), tf.int32)
                     if len(self.headers[task][2]) == 3:
                         value = value[..., 0]
@@ -182,7 +183,7 @@ class MTANSplit:
             if resize:
                 image = tf.image.resize(image, image_size, method="bilinear")
                 for task, value in targets.items():
-                    if task == "semantic":
+                    if get_task(task).is_classification:
                         value = tf.image.resize(value[..., None], image_size, "nearest")[..., 0]
                     else:
                         value = tf.image.resize(value, image_size, "nearest")

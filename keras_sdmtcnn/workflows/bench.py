@@ -135,7 +135,9 @@ def train_step_only(recipe_path, overrides=(), steps=3, jit_compile=False):
 
 
 def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "int8"),
-          latency_runs=5, verbose=1):
+          latency_runs=5, verbose=1, compare_options=True):
+    """Every figure of the module docstring; ``compare_options=False`` leaves out the
+    XLA and allocator comparisons (three more processes, each building the model)."""
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.datasets import pipeline_throughput
     from keras_sdmtcnn.models.size import model_size
@@ -159,16 +161,17 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
         "keras_sdmtcnn.latency", ["--recipe", recipe_path, *sets, "--runs", str(latency_runs),
                                   "--all-runtimes", "--quantize", *quantizations],
         verbose=verbose)
-    step = ["--recipe", recipe_path, *sets, "--steps", str(steps), "--train-step-only"]
-    default = _fresh_process("keras_sdmtcnn.bench", step)["seconds"]
-    no_trim = _fresh_process("keras_sdmtcnn.bench", step, NO_TRIM_ALLOCATOR)["seconds"]
-    xla = _fresh_process("keras_sdmtcnn.bench", [*step, "--xla"])["seconds"]
-    out["allocator"] = {"env": NO_TRIM_ALLOCATOR, "default_seconds": default,
-                        "no_trim_seconds": no_trim, "no_trim_over_default": no_trim / default}
-    out["xla"] = {"separate_seconds": xla, "default_seconds": default,
-                  "over_default": xla / default}
-    say(f"separate step, each in a fresh process: default {default:.3f} s, glibc no trim "
-        f"{no_trim:.3f} s ({no_trim / default:.2f}x), XLA {xla:.3f} s ({xla / default:.2f}x)")
+    if compare_options:
+        step = ["--recipe", recipe_path, *sets, "--steps", str(steps), "--train-step-only"]
+        default = _fresh_process("keras_sdmtcnn.bench", step)["seconds"]
+        no_trim = _fresh_process("keras_sdmtcnn.bench", step, NO_TRIM_ALLOCATOR)["seconds"]
+        xla = _fresh_process("keras_sdmtcnn.bench", [*step, "--xla"])["seconds"]
+        out["allocator"] = {"env": NO_TRIM_ALLOCATOR, "default_seconds": default,
+                            "no_trim_seconds": no_trim, "no_trim_over_default": no_trim / default}
+        out["xla"] = {"separate_seconds": xla, "default_seconds": default,
+                      "over_default": xla / default}
+        say(f"separate step, each in a fresh process: default {default:.3f} s, glibc no trim "
+            f"{no_trim:.3f} s ({no_trim / default:.2f}x), XLA {xla:.3f} s ({xla / default:.2f}x)")
 
     model, batch, datasets = _model_and_batch(recipe)
     out["size"] = model_size(model)
@@ -231,13 +234,16 @@ def table(result):
         ("evaluation", f"{result['evaluation_samples_per_s']:.2f} samples/s"),
         ("input pipeline alone", f"{result['input_pipeline_samples_per_s']:.1f} samples/s"),
         ("peak memory (max RSS)", f"{result['peak_memory_mb']:.0f} MB"),
-        ("XLA `separate` step", f"{result['xla']['separate_seconds']:.3f} s "
-                                f"({result['xla']['over_default']:.2f}x the default)"),
-        ("`separate` step, fresh process: glibc default / no trim",
-         f"{result['allocator']['default_seconds']:.3f} / "
-         f"{result['allocator']['no_trim_seconds']:.3f} s "
-         f"({result['allocator']['no_trim_over_default']:.2f}x)"),
     ]
+    if "xla" in result:
+        rows += [
+            ("XLA `separate` step", f"{result['xla']['separate_seconds']:.3f} s "
+                                    f"({result['xla']['over_default']:.2f}x the default)"),
+            ("`separate` step, fresh process: glibc default / no trim",
+             f"{result['allocator']['default_seconds']:.3f} / "
+             f"{result['allocator']['no_trim_seconds']:.3f} s "
+             f"({result['allocator']['no_trim_over_default']:.2f}x)"),
+        ]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, TF {m['tensorflow']}, Keras {m['keras']}",
              f"recipe {result['recipe']}: {result['tasks']} at {result['image_size']}, "
              f"batch {result['batch_size']}", "", "| what | figure |", "|---|---|",

@@ -65,38 +65,77 @@ def export(source, branch="student", fmt="tflite", quantize="none", out_dir=None
            recipe_path=None, overrides=(), name=None, input_dtype="uint8",
            parity_samples=8, calibration_samples=32, verbose=1):
     """Exports one branch in one format; returns the path of the export folder."""
+    return export_variants(source, branch, [(fmt, quantize)], out_dir, recipe_path, overrides,
+                           name, input_dtype, parity_samples, calibration_samples, verbose)[0]
+
+
+def export_variants(source, branch="student", variants=(("tflite", "none"),), out_dir=None,
+                    recipe_path=None, overrides=(), name=None, input_dtype="uint8",
+                    parity_samples=8, calibration_samples=32, verbose=1):
+    """Exports one branch in several ``(format, quantize)`` variants; returns their folders.
+
+    The model, the recipe, the serving graph and the parity samples are
+    prepared once for all variants.
+    """
     import tensorflow as tf
 
-    from keras_sdmtcnn.config import load_recipe, recipe_to_dict
+    from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.preprocessing import to_raw_pixels
-    from keras_sdmtcnn.deploy.onnx import ONNX_OPSET, convert_to_onnx
-    from keras_sdmtcnn.deploy.parity import MAX_ABS_DIFF, MIN_CLASS_AGREEMENT, parity
-    from keras_sdmtcnn.deploy.runtime import load_exported
-    from keras_sdmtcnn.deploy.serving import output_specs, serving_function, write_saved_model
-    from keras_sdmtcnn.deploy.tflite import convert_saved_model, tflite_ops
-    from keras_sdmtcnn.io import atomic_write_json, temp_dir_beside
+    from keras_sdmtcnn.deploy.serving import serving_function
     from keras_sdmtcnn.models.saving import load_model
 
-    check_choice(branch, fmt, quantize)
+    for fmt, quantize in variants:
+        check_choice(branch, fmt, quantize)
     if input_dtype not in ("uint8", "float32"):
         raise UserError(f"--input-dtype must be uint8 or float32, got {input_dtype!r}.")
     model_file, recipe_file = RunDir.resolve(source, recipe_path)
     recipe = load_recipe(recipe_file, overrides)
     model = load_model(model_file)
-    image_size = tuple(recipe.data.image_size)
     norm = recipe.data.image_normalization
-    serve, spec, tasks = serving_function(model, branch, image_size, input_dtype, norm)
+    serve, spec, tasks = serving_function(model, branch, tuple(recipe.data.image_size),
+                                          input_dtype, norm)
     serve = tf.function(serve, input_signature=[spec])
-
     images, info = _samples(recipe, "val", parity_samples)
     raw = [to_raw_pixels(x, norm, input_dtype) for x in images]
     calibration = None
-    if quantize == "int8":
+    if any(quantize == "int8" for _, quantize in variants):
         train_images, _ = _samples(recipe, "train", calibration_samples)
         calibration = [to_raw_pixels(x, norm, input_dtype)[None] for x in train_images]
+    out_dir = out_dir or os.path.join("saved_models", name or recipe.name)
+    source = _Source(model, model_file, recipe, serve, spec, tasks, raw, calibration, info,
+                     input_dtype)
+    return [_write_variant(source, branch, fmt, quantize, out_dir, verbose)
+            for fmt, quantize in variants]
 
-    name = name or recipe.name
-    out_dir = out_dir or os.path.join("saved_models", name)
+
+class _Source:
+    """What every variant of one export shares (prepared once)."""
+
+    def __init__(self, model, model_file, recipe, serve, spec, tasks, raw, calibration, info,
+                 input_dtype):
+        self.model, self.model_file, self.recipe = model, model_file, recipe
+        self.serve, self.spec, self.tasks = serve, spec, tasks
+        self.raw, self.calibration, self.info = raw, calibration, info
+        self.input_dtype = input_dtype
+
+
+def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
+    """Writes one export folder (atomically) after its parity check; returns its path."""
+    from keras_sdmtcnn.config import recipe_to_dict
+    from keras_sdmtcnn.deploy.onnx import ONNX_OPSET, convert_to_onnx
+    from keras_sdmtcnn.deploy.parity import MAX_ABS_DIFF, MIN_CLASS_AGREEMENT, parity
+    from keras_sdmtcnn.deploy.runtime import load_exported
+    from keras_sdmtcnn.deploy.serving import output_specs, write_saved_model
+    from keras_sdmtcnn.deploy.tflite import convert_saved_model, tflite_ops
+    from keras_sdmtcnn.io import atomic_write_json, temp_dir_beside
+
+    model, serve, spec, tasks, raw = (source.model, source.serve, source.spec, source.tasks,
+                                      source.raw)
+    recipe, info, input_dtype = source.recipe, source.info, source.input_dtype
+    image_size = tuple(recipe.data.image_size)
+    norm = recipe.data.image_normalization
+    calibration = source.calibration if quantize == "int8" else None
+    model_file = source.model_file
     label = f"{branch}-{fmt}" + ("" if quantize == "none" else f"-{quantize}")
     final = os.path.join(out_dir, label)
     os.makedirs(out_dir, exist_ok=True)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from keras_sdmtcnn.deploy.runtime import load_exported
 from keras_sdmtcnn.errors import UserError
-from keras_sdmtcnn.workflows.export import export
+from keras_sdmtcnn.workflows.export import export, export_variants
 
 FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "saved_model": "saved_model"}
 
@@ -19,13 +19,11 @@ FILES = {"tflite": "model.tflite", "onnx": "model.onnx", "saved_model": "saved_m
 def exports(finished_run, tmp_path_factory):
     _, run_dir, _ = finished_run
     out = tmp_path_factory.mktemp("exports")
-    made = {}
-    for fmt, quantize, dtype in (("saved_model", "none", "uint8"), ("tflite", "none", "uint8"),
-                                 ("onnx", "none", "uint8"), ("tflite", "fp16", "uint8"),
-                                 ("tflite", "dynamic_int8", "uint8"), ("tflite", "int8", "uint8")):
-        made[(fmt, quantize)] = export(str(run_dir), "student", fmt, quantize, str(out),
-                                       input_dtype=dtype, parity_samples=4,
-                                       calibration_samples=8, verbose=0)
+    variants = [("saved_model", "none"), ("tflite", "none"), ("onnx", "none"),
+                ("tflite", "fp16"), ("tflite", "dynamic_int8"), ("tflite", "int8")]
+    folders = export_variants(str(run_dir), "student", variants, str(out), parity_samples=4,
+                              calibration_samples=8, verbose=0)
+    made = dict(zip(variants, folders))
     made[("tflite-teacher", "none")] = export(str(run_dir), "teacher", "tflite", "none",
                                               str(out), parity_samples=4, verbose=0)
     return out, made

@@ -1,9 +1,12 @@
+"""bench on a tiny recipe: every figure is written (the fresh-process comparisons opt-in)."""
+
 import json
 
+import pytest
 from conftest import run_command
 
 
-def test_bench_runs_on_a_tiny_recipe_and_writes_every_field(tmp_path):
+def _bench(tmp_path, *flags):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(
         "data: {format: scenes, tasks: [semantic, depth], image_size: [32, 32],\n"
@@ -12,19 +15,30 @@ def test_bench_runs_on_a_tiny_recipe_and_writes_every_field(tmp_path):
         "training: {batch_size: 2}\n")
     out = tmp_path / "bench.json"
     result = run_command("bench", "--recipe", str(recipe), "--steps", "1", "--quantize",
-                         "none", "int8", "--out", str(out))
+                         "none", "int8", "--out", str(out), *flags)
     assert result.returncode == 0, result.stderr[-3000:]
-    bench = json.loads(out.read_text())
+    return json.loads(out.read_text()), result
+
+
+@pytest.mark.slow
+def test_bench_compares_xla_and_the_allocator_in_fresh_processes(tmp_path):
+    bench, result = _bench(tmp_path)
+    assert bench["xla"]["separate_seconds"] > 0
+    assert bench["allocator"]["default_seconds"] > 0 and bench["allocator"]["no_trim_seconds"] > 0
+    assert bench["allocator"]["env"]["MALLOC_MMAP_MAX_"] == "0"
+    assert "| XLA `separate` step |" in result.stdout
+
+
+def test_bench_runs_on_a_tiny_recipe_and_writes_every_field(tmp_path):
+    bench, result = _bench(tmp_path, "--quick")
     assert set(bench) >= {"machine", "size", "train_step", "conv_throughput", "latency",
                           "evaluation_samples_per_s", "input_pipeline_samples_per_s",
-                          "peak_memory_mb", "xla", "allocator"}
+                          "peak_memory_mb"}
+    assert "xla" not in bench and "allocator" not in bench
     assert {"cpu", "cores", "tensorflow", "keras"} <= set(bench["machine"])
     for name in ("teacher_only", "separate", "ensemble"):
         assert bench["train_step"][name]["seconds"] > 0
     assert bench["size"]["student"]["flops"] < bench["size"]["teacher"]["flops"]
-    assert bench["xla"]["separate_seconds"] > 0
-    assert bench["allocator"]["default_seconds"] > 0 and bench["allocator"]["no_trim_seconds"] > 0
-    assert bench["allocator"]["env"]["MALLOC_MMAP_MAX_"] == "0"
     runtimes = {(r["branch"], r["runtime"], r["quantize"], r["threads"]) for r in bench["latency"]}
     for branch in ("teacher", "student"):
         assert {(branch, "keras", "none", 0), (branch, "saved_model", "none", 0),
