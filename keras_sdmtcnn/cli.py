@@ -27,7 +27,7 @@ COMMANDS = {
     "experiments": ("keras_sdmtcnn.experiments", "run a plan of recipes and tabulate it"),
     "data": ("keras_sdmtcnn.data.__main__", "check datasets, measure the input pipeline"),
     "baselines": ("keras_sdmtcnn.baselines", "scores of constant predictors"),
-    "model-size": ("keras_sdmtcnn.model_size", "parameters and FLOPs per branch"),
+    "model_size": ("keras_sdmtcnn.model_size", "parameters and FLOPs per branch"),
     "latency": ("keras_sdmtcnn.latency", "TFLite latency of Teacher vs Student"),
 }
 
