@@ -13,6 +13,8 @@ for why) and :func:`encoder_outputs` finds the named outputs in any model
 that holds it.
 """
 
+import inspect
+
 import keras
 from keras import layers
 
@@ -134,3 +136,9 @@ class SegNetBackbone(keras.Model):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+    @classmethod
+    def from_model_config(cls, config, **kwargs):
+        """The backbone of a model config (an ``SDMTCNN``'s): its own arguments, the rest ignored."""
+        own = inspect.signature(cls.__init__).parameters
+        return cls(**{k: v for k, v in config.items() if k in own and k != "self"}, **kwargs)

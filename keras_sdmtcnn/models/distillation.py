@@ -45,8 +45,6 @@ STUDENT_NETWORK = "student_network"
 TEACHER = f"{TEACHER_NETWORK}_teacher"  # the sub-model layers, named by branch_model
 STUDENT = f"{STUDENT_NETWORK}_student"
 NETWORK = "multi_task_network"
-BACKBONE_ARGS = ("image_size", "input_channels", "width_multiplier", "encoder_filters",
-                 "encoder_depths", "bottleneck_filters", "synchronized_bn")
 
 
 def adapted_name(task):
@@ -145,8 +143,7 @@ class FeatureDistillationModel(MultiTaskTrainer):
         for task, config in teacher_configs.items():
             if task not in net.tasks:
                 raise ValueError(f"Feature teacher for {task!r}, which is not in {net.tasks}.")
-            encoder = SegNetBackbone(**{k: config[k] for k in BACKBONE_ARGS if k in config},
-                                     name=teacher_encoder_name(task))
+            encoder = SegNetBackbone.from_model_config(config, name=teacher_encoder_name(task))
             encoder.trainable = False
             target = encoder(image)[BOTTLENECK]
             adapted = layers.Conv2D(target.shape[-1], 1, name=f"{task}_adaptor")(out[FEATURES])
