@@ -16,6 +16,10 @@ def build_parser(parser=None):
         prog="python -m keras_sdmtcnn.experiments",
         description="Run the recipes of a plan and tabulate them in the paper's layout.")
     parser.add_argument("plan", help="plan YAML, e.g. recipes/paper/synthetic/plan.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                        help="run every recipe with these seeds instead of the plan's `seeds`")
+    parser.add_argument("--delta-m", choices=("libmtl", "cagrad"),
+                        help="Delta_m convention of the tables instead of the plan's `delta_m`")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch output")
     return parser
 
@@ -23,7 +27,8 @@ def build_parser(parser=None):
 def run(args):
     from keras_sdmtcnn.workflows.experiments import run_experiments
 
-    run_experiments(args.plan, verbose=0 if args.quiet else 1)
+    run_experiments(args.plan, verbose=0 if args.quiet else 1, seeds=args.seeds,
+                    delta_m=args.delta_m)
 
 
 def main(argv=None):

@@ -37,11 +37,16 @@ class Metric:
         key: the name in logs, after ``{task}_{branch}_``.
         higher_is_better: its direction.
         label: the short column header of tables (``mIoU``, ``Mean°``).
+        in_delta_m: whether it counts in Delta_m. The field's tables
+            (LibMTL, MTAN and the papers built on them, CAGrad, Nash-MTL)
+            count a task's standard metrics; a value we log besides them
+            (the normal's cosine similarity) does not count.
     """
 
     key: str
     higher_is_better: bool
     label: str
+    in_delta_m: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +113,11 @@ class TaskSpec:
         return tuple(m.key for m in self.metrics)
 
     @property
+    def delta_m_metrics(self):
+        """The metrics that count in Delta_m (``Metric.in_delta_m``)."""
+        return tuple(m for m in self.metrics if m.in_delta_m)
+
+    @property
     def logits_output(self):
         """Exported output of a class-label task's scores (``semantic_logits``)."""
         return f"{self.name}_logits"
@@ -161,7 +171,7 @@ TASKS = {
             Metric("within_11_25", True, "<11.25°"),
             Metric("within_22_5", True, "<22.5°"),
             Metric("within_30", True, "<30°"),
-            Metric("cosine", True, "CS"),
+            Metric("cosine", True, "CS", in_delta_m=False),
         ),
         main_metric="angle_mean", picture="vectors", resize="bilinear",
         flip_sign=(-1.0, 1.0, 1.0), scales_with_zoom=False, constant="mean_direction",

@@ -9,6 +9,8 @@ Delta_m::
     seeds: [0]                           # each run once per seed (training.seed)
     set: [training.epochs=10]            # overrides for every run
     reference: {semantic: single_semantic, depth: single_depth}
+    last_epochs: 10                      # also the mean of the last 10 epochs (MTAN's paper)
+    delta_m: libmtl                      # or cagrad (CAGrad / Nash-MTL)
     runs:
       - name: single_semantic
         recipe: ../recipes/paper/synthetic/single_semantic.yaml   # relative to the plan
@@ -33,7 +35,8 @@ from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.tasks import get_task
 
 RUN_REF = re.compile(r"\$\{run:([A-Za-z0-9_.-]+)\}")
-PLAN_KEYS = ("name", "out_dir", "seeds", "set", "reference", "runs")
+PLAN_KEYS = ("name", "out_dir", "seeds", "set", "reference", "runs", "last_epochs", "delta_m")
+DELTA_M_CONVENTIONS = ("libmtl", "cagrad")
 RUN_KEYS = ("name", "recipe", "label", "set")
 
 
@@ -53,6 +56,8 @@ class Plan:
     overrides: list
     reference: dict
     runs: list
+    last_epochs: int | None = None  # also tabulate the mean of the last N epochs
+    delta_m: str = "libmtl"  # libmtl (per-task mean, higher is better) | cagrad
 
     def run_dir(self, name, seed):
         return os.path.join(self.out_dir, name, f"seed-{seed}")
@@ -104,10 +109,11 @@ def load_plan(path):
                 f"{here} and the current directory).")
         runs.append(PlanRun(run_name, os.path.normpath(found), str(entry.get("label") or run_name),
                             _string_list(entry.get("set"), f"{where}.set")))
-    seeds = values.get("seeds", [0])
-    if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise UserError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}.")
+    seeds = check_seeds(values.get("seeds", [0]), f"{path}: seeds")
+    last = values.get("last_epochs")
+    if last is not None and (not isinstance(last, int) or isinstance(last, bool) or last < 1):
+        raise UserError(f"{path}: last_epochs must be an integer >= 1, got {last!r}.")
+    delta_m = check_delta_m(values.get("delta_m", "libmtl"), f"{path}: delta_m")
     reference = values.get("reference") or {}
     if not isinstance(reference, dict):
         raise UserError(f"{path}: reference must map tasks to single-task run names.")
@@ -119,7 +125,29 @@ def load_plan(path):
                 f"({', '.join(sorted(names))}).")
     out_dir = values.get("out_dir") or os.path.join("runs", "experiments", name)
     return Plan(name, out_dir, seeds, _string_list(values.get("set"), f"{path}: set"),
-                dict(reference), runs)
+                dict(reference), runs, last, delta_m)
+
+
+def check_seeds(seeds, where):
+    """A non-empty list of distinct seeds that TensorFlow accepts."""
+    from keras_sdmtcnn.config.schema import MAX_SEED
+
+    if (not isinstance(seeds, list) or not seeds
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+            or not all(0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds)):
+        raise UserError(
+            f"{where} must be a non-empty list of distinct integers from 0 to {MAX_SEED}, "
+            f"got {seeds!r}.")
+    return seeds
+
+
+def check_delta_m(value, where):
+    if value not in DELTA_M_CONVENTIONS:
+        raise UserError(
+            f"{where} must be one of {', '.join(DELTA_M_CONVENTIONS)} (libmtl: per task, then "
+            f"over tasks, higher is better; cagrad: over all metrics, lower is better); "
+            f"got {value!r}.")
+    return value
 
 
 def get_task_or_error(task, where):

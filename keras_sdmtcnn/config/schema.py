@@ -1,7 +1,7 @@
 """The recipe schema: typed dataclasses with defaults, and the checks types cannot make.
 
-A recipe has five sections (``data``, ``model``, ``objective``, ``training``,
-``output``) whose fields all have defaults; a YAML file only overrides
+A recipe has six sections (``data``, ``model``, ``objective``, ``training``,
+``output``, ``evaluation``) whose fields all have defaults; a YAML file only overrides
 fields (``loading.py`` reads it). An unknown key, a value of the wrong type
 or an impossible value raises :class:`~keras_sdmtcnn.errors.UserError`
 naming the key path (``training.epochs``) and, for a misspelt key or
@@ -28,6 +28,7 @@ from keras_sdmtcnn.tasks import TASK_NAMES
 OBJECTIVE_NAMES = ("separate", "ensemble", "teacher_only")
 WEIGHTING_NAMES = ("equal", "dwa", "uncertainty")
 DISTILLATION_NAMES = ("paper", "cauchy_schwarz")
+FEATURE_LEVELS = ("middle", "last")
 ALL_TASKS = list(TASK_NAMES)
 
 
@@ -105,6 +106,12 @@ class ObjectiveConfig:
     # Li & Bilen feature distillation: {task: finished single-task run directory}.
     feature_teachers: dict = dataclasses.field(default_factory=dict)
     feature_weights: dict = dataclasses.field(default_factory=dict)  # lambda_t (default 1)
+    # Where features are distilled: the bottleneck ("last", the default) and
+    # optionally the middle encoder stage too ("middle"; their Table 4).
+    feature_levels: list = dataclasses.field(default_factory=lambda: ["last"])
+    # The adaptors' own learning rate (the paper: 0.1, the network 1e-4);
+    # null: the network's (training.learning_rate).
+    adaptor_learning_rate: float | None = None
 
 
 @dataclasses.dataclass
@@ -133,6 +140,16 @@ class OutputConfig:
 
 
 @dataclasses.dataclass
+class EvaluationConfig:
+    """How validation metrics are computed (during ``fit`` and by ``evaluate``)."""
+
+    # pooled: pixels pooled over the split (LibMTL); mtan: the mean of
+    # per-batch values for depth and normals (the MTAN reference code).
+    convention: str = "pooled"
+    batch_size: int | None = None  # validation batch size; default training.batch_size
+
+
+@dataclasses.dataclass
 class Recipe:
     name: str = "recipe"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -140,6 +157,7 @@ class Recipe:
     objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
 
 
 CHOICES = {
@@ -155,6 +173,7 @@ CHOICES = {
     "training.optimizer": ("adam", "adamw", "sgd"),
     "training.distribute": ("auto", "none", "mirrored", "multi_worker"),
     "training.mixed_precision": ("none", "mixed_float16", "mixed_bfloat16"),
+    "evaluation.convention": ("pooled", "mtan"),
 }
 
 
@@ -368,6 +387,28 @@ def validate(recipe):
             if key == "feature_weights" and (not _is_number(value) or value < 0):
                 raise UserError(
                     f"objective.feature_weights.{task} must be a number >= 0, got {value!r}.")
+    if not objective.feature_teachers:
+        for key, default in (("feature_weights", {}), ("feature_levels", ["last"]),
+                             ("adaptor_learning_rate", None)):
+            if getattr(objective, key) != default:
+                raise UserError(
+                    f"objective.{key} is set but objective.feature_teachers is not: it only "
+                    "applies to Li & Bilen feature distillation. Set feature_teachers or "
+                    f"remove {key}.")
+    levels = objective.feature_levels
+    if (not all(level in FEATURE_LEVELS for level in levels)
+            or len(set(levels)) != len(levels)):
+        raise UserError(
+            f"objective.feature_levels must list distinct values of "
+            f"{', '.join(FEATURE_LEVELS)}; got {levels!r}.")
+    rate = objective.adaptor_learning_rate
+    if rate is not None and rate <= 0:
+        raise UserError(
+            f"objective.adaptor_learning_rate must be a positive number (the paper: 0.1), "
+            f"got {rate}.")
+    batch = recipe.evaluation.batch_size
+    if batch is not None and batch < 1:
+        raise UserError(f"evaluation.batch_size must be >= 1 (or null), got {batch}.")
     if training.epochs < 1:
         raise UserError(f"training.epochs must be >= 1, got {training.epochs}.")
     if training.batch_size < 1:

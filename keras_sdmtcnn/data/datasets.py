@@ -79,7 +79,9 @@ def build_datasets(recipe, verbose=True, splits=("train", "val"), initial_epoch=
                 cache=data.cache,
             )
         else:
-            datasets[split] = pipeline.eval_pipeline(paths, decode, training.batch_size)
+            batch = (training.batch_size if train
+                     else recipe.evaluation.batch_size or training.batch_size)
+            datasets[split] = pipeline.eval_pipeline(paths, decode, batch)
         sizes[split] = n
     info = DatasetInfo(
         root, num_classes, ignore, names, sizes.get("train", 0), sizes.get("val", 0),

@@ -1,11 +1,9 @@
 """From recipe sections to objects: the model, its optimizer and its objective."""
 
-import keras
-
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
 from keras_sdmtcnn.training.objectives import get_objective
-from keras_sdmtcnn.training.optimizers import FusedAdam, FusedAdamW
+from keras_sdmtcnn.training.optimizers import SGD, FusedAdam, FusedAdamW
 
 
 def model_config(recipe, num_classes, ignore_label, replicas=1):
@@ -65,19 +63,22 @@ def build_model(recipe, num_classes, ignore_label, replicas=1, teacher_runs=None
         for task, run_dir in objective.feature_teachers.items():
             trained[task], configs[task] = load_model_config(RunDir(run_dir).model_path)
         model = FeatureDistillationModel(config, configs, objective.feature_weights,
-                                         name="feature_distilled")
+                                         objective.feature_levels, name="feature_distilled")
         model.load_teachers(trained)
         return model
     return SDMTCNN(**config, name="sdmtcnn")
 
 
-def build_optimizer(training):
+def build_optimizer(training, layer_learning_rates=None):
+    """The recipe's optimizer; ``layer_learning_rates`` gives some layers their own rate."""
     # Keras' Adam and AdamW with a fused update kernel (optimizers.py).
+    rates = dict(layer_learning_rates or {})
     if training.optimizer == "adam":
-        return FusedAdam(training.learning_rate)
+        return FusedAdam(training.learning_rate, layer_learning_rates=rates)
     if training.optimizer == "adamw":
-        return FusedAdamW(training.learning_rate, weight_decay=training.weight_decay)
-    return keras.optimizers.SGD(training.learning_rate, momentum=0.9)
+        return FusedAdamW(training.learning_rate, weight_decay=training.weight_decay,
+                          layer_learning_rates=rates)
+    return SGD(training.learning_rate, momentum=0.9, layer_learning_rates=rates)
 
 
 def build_objective(objective):
@@ -96,5 +97,15 @@ def build_objective(objective):
 
 def compiled_model(recipe, num_classes, ignore_label, replicas=1, teacher_runs=None):
     model = build_model(recipe, num_classes, ignore_label, replicas, teacher_runs)
-    model.compile(build_optimizer(recipe.training), build_objective(recipe.objective))
+    model.compile(build_optimizer(recipe.training, adaptor_learning_rates(model, recipe)),
+                  build_objective(recipe.objective),
+                  convention=recipe.evaluation.convention)
     return model
+
+
+def adaptor_learning_rates(model, recipe):
+    """``{layer name: learning rate}`` of the layers with their own rate (Li & Bilen's adaptors)."""
+    rate = recipe.objective.adaptor_learning_rate
+    if rate is None or not hasattr(model, "adaptor_layer_names"):
+        return {}
+    return {name: rate for name in model.adaptor_layer_names()}

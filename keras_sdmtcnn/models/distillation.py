@@ -16,14 +16,19 @@ evaluation and export do not change.
 - :class:`FeatureDistillationModel`, Li & Bilen (ECCV-W 2020): each task
   ``t`` has a single-task network trained beforehand; its backbone is
   frozen and, at train time, the multi-task network's bottleneck ``phi(x)``
-  is mapped by a task-specific **adaptor** ``A_t`` (a 1x1 convolution) and
-  pulled towards the teacher's bottleneck (their Eq. 3-5)::
+  is mapped by a task-specific **adaptor** ``A_t`` (a 1x1 convolution
+  without bias, as the authors') and pulled towards the teacher's
+  bottleneck (their Eq. 3-5)::
 
       loss = task losses (the objective's) + sum_t lambda_t * d(A_t(phi(x)), phi_t(x))
-      d(a, b) = || a / ||a||_2 - b / ||b||_2 ||^2      (Eq. 4; losses.FeatureDistance)
+      d(a, b) = || a / sqrt(||a||^2 + eps) - b / sqrt(||b||^2 + eps) ||^2
+                                                (Eq. 4; losses.FeatureDistance)
 
-  The adaptors train with the network (with the same optimizer and learning
-  rate; the paper gives them their own) and are discarded at export.
+  With ``levels=["middle", "last"]`` (their Table 4) the middle encoder
+  stage's features are distilled too, through a second adaptor per task,
+  and both terms add up. The adaptors train with the network, at their own
+  learning rate when the optimizer gives their layers one
+  (``adaptor_layer_names``; the paper: 0.1), and are discarded at export.
 
 Trained weights are copied in by layer name (:func:`copy_weights`), looking
 inside nested models, so a single-task ``SDMTCNN`` (encoder inline) fills a
@@ -34,8 +39,8 @@ import keras
 from keras import layers
 
 from keras_sdmtcnn import PACKAGE
-from keras_sdmtcnn.models.backbone import BOTTLENECK, SegNetBackbone
-from keras_sdmtcnn.models.sdmtcnn import FEATURES, SDMTCNN
+from keras_sdmtcnn.models.backbone import BOTTLENECK, SegNetBackbone, features_name
+from keras_sdmtcnn.models.sdmtcnn import SDMTCNN, feature_output
 from keras_sdmtcnn.tasks import output_name
 from keras_sdmtcnn.training.losses import FeatureDistance
 from keras_sdmtcnn.training.trainer import MultiTaskTrainer
@@ -47,12 +52,41 @@ STUDENT = f"{STUDENT_NETWORK}_student"
 NETWORK = "multi_task_network"
 
 
-def adapted_name(task):
-    return f"{task}_adapted_features"
+LEVELS = ("middle", "last")
 
 
-def target_name(task):
-    return f"{task}_teacher_features"
+def _suffix(level):
+    return "" if level == "last" else f"_{level}"
+
+
+def adapted_name(task, level="last"):
+    return f"{task}{_suffix(level)}_adapted_features"
+
+
+def target_name(task, level="last"):
+    return f"{task}{_suffix(level)}_teacher_features"
+
+
+def adaptor_name(task, level="last"):
+    return f"{task}{_suffix(level)}_adaptor"
+
+
+def feature_loss_name(task, level="last"):
+    return f"{task}{_suffix(level)}_feature_loss"
+
+
+def backbone_level(level, stages):
+    """The backbone output of a distillation level: the bottleneck, or the middle stage.
+
+    The middle is encoder stage ``stages // 2 + 1`` (stage 3 of SegNet's 4)
+    before its pooling: the shared encoder's middle layer, counting the
+    bottleneck as the last.
+    """
+    if level == "last":
+        return BOTTLENECK
+    if level == "middle":
+        return features_name(stages // 2 + 1)
+    raise ValueError(f"level must be one of {LEVELS}, got {level!r}.")
 
 
 def teacher_encoder_name(task):
@@ -130,12 +164,22 @@ class FeatureDistillationModel(MultiTaskTrainer):
             teachers (their backbone weights are copied in with
             :meth:`load_teachers`, or restored from a checkpoint).
         feature_weights: ``{task: lambda_t}`` (default 1 for each).
+        levels: where features are distilled: ``["last"]`` (the bottleneck,
+            the default) or ``["middle", "last"]`` (see :func:`backbone_level`).
+        adaptor_bias: give the adaptors a bias (the authors' have none;
+            models saved before 0.3 had one and load with it).
     """
 
-    def __init__(self, model_config, teacher_configs, feature_weights=None, **kwargs):
+    def __init__(self, model_config, teacher_configs, feature_weights=None, levels=("last",),
+                 adaptor_bias=False, **kwargs):
         model_config = dict(model_config)
         teacher_configs = {t: dict(c) for t, c in teacher_configs.items()}
-        net = SDMTCNN(**{**model_config, "feature_outputs": True, "name": NETWORK})
+        levels = list(levels)
+        if not levels or any(level not in LEVELS for level in levels):
+            raise ValueError(f"levels must be a non-empty list of {LEVELS}, got {levels}.")
+        stages = len(model_config.get("encoder_filters", (64, 128, 256, 512)))
+        backbone_names = [backbone_level(level, stages) for level in levels]
+        net = SDMTCNN(**{**model_config, "feature_outputs": backbone_names, "name": NETWORK})
         names = [output_name(t, b) for t in net.tasks for b in net.branches]
         image = keras.Input(shape=net.inputs[0].shape[1:], name="image")
         out = net(image)
@@ -145,29 +189,41 @@ class FeatureDistillationModel(MultiTaskTrainer):
                 raise ValueError(f"Feature teacher for {task!r}, which is not in {net.tasks}.")
             encoder = SegNetBackbone.from_model_config(config, name=teacher_encoder_name(task))
             encoder.trainable = False
-            target = encoder(image)[BOTTLENECK]
-            adapted = layers.Conv2D(target.shape[-1], 1, name=f"{task}_adaptor")(out[FEATURES])
-            outputs[adapted_name(task)] = layers.Identity(name=adapted_name(task))(adapted)
-            outputs[target_name(task)] = layers.Identity(name=target_name(task))(target)
+            teacher_features = encoder(image)
+            for level, backbone_name in zip(levels, backbone_names):
+                target = teacher_features[backbone_name]
+                adapted = layers.Conv2D(target.shape[-1], 1, use_bias=adaptor_bias,
+                                        name=adaptor_name(task, level))(
+                    out[feature_output(backbone_name)])
+                for name, tensor in ((adapted_name(task, level), adapted),
+                                     (target_name(task, level), target)):
+                    outputs[name] = layers.Identity(name=name)(tensor)
         super().__init__(inputs=image, outputs=outputs, **kwargs)
         self.model_config, self.teacher_configs = model_config, teacher_configs
         self.feature_weights = {t: float((feature_weights or {}).get(t, 1.0))
                                 for t in teacher_configs}
+        self.levels = levels
+        self.adaptor_bias = bool(adaptor_bias)
         self.tasks = net.tasks
         self.num_classes, self.ignore_label = net.num_classes, net.ignore_label
         self.image_size = net.image_size
         self.branches = net.branches
         self._feature_tasks = list(teacher_configs)
 
+    def adaptor_layer_names(self):
+        """Names of the adaptor layers (which may train at their own learning rate)."""
+        return [adaptor_name(t, level) for t in self._feature_tasks for level in self.levels]
+
     def extra_term_names(self):
-        return [f"{t}_feature_loss" for t in self._feature_tasks]
+        return [feature_loss_name(t, level) for t in self._feature_tasks for level in self.levels]
 
     def extra_terms(self, y, y_pred):
         distance = FeatureDistance()
         return {
-            f"{t}_feature_loss": self.feature_weights[t]
-            * distance(y_pred[target_name(t)], y_pred[adapted_name(t)])
+            feature_loss_name(t, level): self.feature_weights[t]
+            * distance(y_pred[target_name(t, level)], y_pred[adapted_name(t, level)])
             for t in self._feature_tasks
+            for level in self.levels
         }
 
     def load_teachers(self, trained):
@@ -183,11 +239,13 @@ class FeatureDistillationModel(MultiTaskTrainer):
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
                 "model_config": self.model_config, "teacher_configs": self.teacher_configs,
-                "feature_weights": self.feature_weights}
+                "feature_weights": self.feature_weights, "levels": self.levels,
+                "adaptor_bias": self.adaptor_bias}
 
     @classmethod
     def from_config(cls, config):
-        return cls(**config)
+        # Models saved before 0.3 had adaptors with a bias (and no such key).
+        return cls(**{"adaptor_bias": True, **config})
 
 
 def _weighted_layers(model):

@@ -34,6 +34,18 @@ from keras_sdmtcnn.training.trainer import MultiTaskTrainer
 FEATURES = "shared_features"
 
 
+def feature_output(level):
+    """Output name of the shared backbone output ``level`` (``bottleneck``: ``shared_features``)."""
+    return FEATURES if level == BOTTLENECK else f"shared_{level}"
+
+
+def feature_levels(feature_outputs):
+    """The backbone outputs that ``feature_outputs`` (a bool or a list of names) asks for."""
+    if isinstance(feature_outputs, bool):
+        return [BOTTLENECK] if feature_outputs else []
+    return list(feature_outputs)
+
+
 def branch_outputs(backbone_outputs, tasks, branches, num_classes, stage_filters,
                    encoder_depths, decoder, attention, head_filters, synchronized_bn):
     """The Teacher decoders and Student heads of ``tasks`` on the backbone's outputs.
@@ -86,8 +98,10 @@ class SDMTCNN(MultiTaskTrainer):
         branches: which branches to build: both (default), or only
             ``["student"]`` (the Student network of traditional two-stage
             distillation) or ``["teacher"]``.
-        feature_outputs: also output the backbone's bottleneck as
-            ``shared_features`` (for feature distillation).
+        feature_outputs: also output backbone features for feature
+            distillation: ``True`` (the bottleneck, as ``shared_features``)
+            or a list of backbone output names (``"bottleneck"`` as
+            ``shared_features``, any other ``NAME`` as ``shared_NAME``).
 
     Example:
         >>> model = SDMTCNN(["semantic", "depth"], num_classes=13,
@@ -144,8 +158,9 @@ class SDMTCNN(MultiTaskTrainer):
         outputs = branch_outputs(features, tasks, branches, num_classes, stage_filters,
                                  encoder_depths, decoder, attention, head_filters,
                                  synchronized_bn)
-        if feature_outputs:
-            outputs[FEATURES] = keras.layers.Identity(name=FEATURES)(features[BOTTLENECK])
+        for level in feature_levels(feature_outputs):
+            outputs[feature_output(level)] = keras.layers.Identity(
+                name=feature_output(level))(features[level])
         super().__init__(inputs=image, outputs=outputs, **kwargs)
 
         # === Config ===
@@ -164,7 +179,8 @@ class SDMTCNN(MultiTaskTrainer):
         self.task_channels = dict(task_channels or {})
         self.synchronized_bn = bool(synchronized_bn)
         self.branches = branches
-        self.feature_outputs = bool(feature_outputs)
+        self.feature_outputs = (feature_outputs if isinstance(feature_outputs, bool)
+                                else list(feature_outputs))
 
     def get_config(self):
         return {

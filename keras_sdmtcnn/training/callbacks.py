@@ -8,6 +8,7 @@ import keras
 from keras_sdmtcnn.data.preprocessing import to_raw_pixels
 from keras_sdmtcnn.runs.reporting import epoch_line
 from keras_sdmtcnn.tasks import BRANCHES
+from keras_sdmtcnn.training.metrics import warn_empty
 
 
 class ProgressLogger(keras.callbacks.Callback):
@@ -47,6 +48,8 @@ class RunRecorder(keras.callbacks.Callback):
 
     A non-finite loss term stops training before anything of that epoch is
     saved; ``bad_term`` names it (a specific term before the total ``loss``).
+    A validation metric may be NaN (no valid pixel in the split): that is
+    recorded, with one warning per metric, and does not stop training.
     """
 
     def __init__(self, run_dir, monitor="val_loss", history=None, best=None):
@@ -56,9 +59,11 @@ class RunRecorder(keras.callbacks.Callback):
         self.history = list(history or [])
         self.best = math.inf if best is None else best
         self.bad_term = None
+        self._warned = set()
 
     def _check(self, logs):
-        bad = sorted((k for k, v in (logs or {}).items() if not math.isfinite(float(v))),
+        bad = sorted((k for k, v in (logs or {}).items()
+                      if k.endswith("loss") and not math.isfinite(float(v))),
                      key=lambda k: (k == "loss", k))
         if bad:
             self.bad_term = bad[0]
@@ -72,6 +77,7 @@ class RunRecorder(keras.callbacks.Callback):
         if self.bad_term is not None or not self._check(logs):
             return
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        warn_empty(record, "validation", self._warned)
         self.history.append(record)
         self.run_dir.write_history(self.history)
         value = record.get(self.monitor, record.get("loss"))

@@ -281,18 +281,23 @@ class FeatureDistance(LossTerm):
     """Li & Bilen's Eq. 4: ``|| a/||a|| - b/||b|| ||^2``, mean over pixels.
 
     Called as ``term(target_features, adapted_features)`` on ``(B, H, W, C)``
-    maps; each pixel's feature vector is L2-normalised over the channels
-    (as the authors' code does), the squared difference summed over the
-    channels and averaged over the pixels of the batch. Values lie in
-    ``[0, 4]``.
+    maps; each pixel's feature vector is divided by
+    ``sqrt(sum(x^2) + epsilon)`` over the channels, with the authors'
+    ``epsilon = 1e-6`` inside the square root (so a feature of small norm is
+    shrunk towards 0, not blown up to unit length), the squared difference
+    summed over the channels and averaged over the pixels of the batch.
+    Values lie in ``[0, 4]``.
     """
 
-    def __init__(self, epsilon=1e-12):
+    def __init__(self, epsilon=1e-6):
         self.epsilon = float(epsilon)
 
+    def _normalize(self, x):
+        x = tf.cast(x, tf.float32)
+        return x * tf.math.rsqrt(tf.reduce_sum(tf.square(x), -1, keepdims=True) + self.epsilon)
+
     def sums(self, y_true, y_pred):
-        a = tf.math.l2_normalize(tf.cast(y_pred, tf.float32), -1, epsilon=self.epsilon)
-        b = tf.math.l2_normalize(tf.cast(y_true, tf.float32), -1, epsilon=self.epsilon)
+        a, b = self._normalize(y_pred), self._normalize(y_true)
         distance = tf.reduce_sum(tf.square(a - b), axis=-1)
         return tf.reduce_sum(distance), _count(distance)
 

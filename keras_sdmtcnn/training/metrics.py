@@ -19,13 +19,17 @@ Conventions (``docs/conventions.md`` says the same for users):
   ``|p - g|``, ``rel_err`` = mean ``|p - g| / g``: pixel means over the split
   (LibMTL's convention, not MTAN's mean of batch means).
 - Normals: over pixels whose ground truth is non-zero, the angle
-  ``degrees(acos(clip(cos(p, g), -1, 1)))``: mean; median from a histogram of
-  0.01 degree bins, linearly interpolated (within 0.01 degree of the exact
-  median); fractions under 11.25, 22.5 and 30 degrees (exact counts); and the
-  mean cosine similarity.
+  ``degrees(acos(clip(cos(p, g), -1, 1)))``: mean; median as numpy's (the
+  middle value, or the mean of the two middle values for an even count),
+  within 0.01 degree for any number of pixels (see ``NormalMetrics``);
+  fractions under 11.25, 22.5 and 30 degrees (exact counts); and the mean
+  cosine similarity.
 - Keypoints, edges: ``abs_err`` = mean ``|p - g|`` over all pixels.
 
-A split (or batch) with no valid pixel reports 0, never NaN.
+A value with no valid pixel in the whole split (no labelled pixel, no valid
+depth, no valid normal) is NaN, never 0: 0 would read as a perfect error.
+``empty_metrics`` lists them so that commands can say so. Losses never see
+NaN (they divide with ``divide_no_nan``).
 """
 
 import math
@@ -53,7 +57,34 @@ class _SplitMetric(keras.metrics.Metric):
 
 
 def _ratio(a, b):
-    return tf.math.divide_no_nan(tf.convert_to_tensor(a), tf.convert_to_tensor(b))
+    """``a / b``, NaN where ``b`` is 0 (no valid pixel: undefined, not perfect)."""
+    a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
+    nan = tf.constant(float("nan"), a.dtype)
+    return tf.where(b > 0, tf.math.divide_no_nan(a, b), nan)
+
+
+def empty_metrics(results):
+    """Names of the values in ``results`` (a dict of floats) that are NaN."""
+    return sorted(k for k, v in results.items()
+                  if isinstance(v, float) and math.isnan(v))
+
+
+def warn_empty(results, split, already=None):
+    """Prints one ``warning:`` line (stderr) naming the metrics of ``results`` that are NaN.
+
+    ``already`` (a set) holds names warned about before and is updated, so
+    that a run warns once per metric, not once per epoch.
+    """
+    import sys
+
+    names = [k for k in empty_metrics(results) if already is None or k not in already]
+    if names:
+        print(f"warning: no valid pixel in the {split} split for {', '.join(names)}: "
+              "reported as NaN (check that split's targets and ignore label).",
+              file=sys.stderr)
+        if already is not None:
+            already.update(names)
+    return names
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -93,7 +124,7 @@ class SegmentationMetrics(_SplitMetric):
         counted = union > 0
         if 0 <= self.ignore_label < self.num_classes:
             counted &= tf.not_equal(tf.range(self.num_classes), self.ignore_label)
-        iou = _ratio(diag, union)
+        iou = tf.math.divide_no_nan(diag, union)
         counted = tf.cast(counted, _F64)
         return {
             self._key("miou"): _ratio(tf.reduce_sum(iou * counted), tf.reduce_sum(counted)),
@@ -107,10 +138,16 @@ class SegmentationMetrics(_SplitMetric):
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class DepthMetrics(_SplitMetric):
-    """Absolute and relative depth error over valid pixels (ground truth > 0)."""
+    """Absolute and relative depth error over valid pixels (ground truth > 0).
 
-    def __init__(self, name="depth", **kwargs):
+    ``per_batch=True`` is the ``mtan`` convention: each value is the mean
+    over batches of the batch's pixel mean (a batch without a valid pixel
+    is skipped), as the MTAN reference code computes it.
+    """
+
+    def __init__(self, name="depth", per_batch=False, **kwargs):
         super().__init__(name=name, **kwargs)
+        self.per_batch = bool(per_batch)
         self.abs_sum = self._counter("abs_sum")
         self.rel_sum = self._counter("rel_sum")
         self.count = self._counter("count")
@@ -120,10 +157,16 @@ class DepthMetrics(_SplitMetric):
         p = tf.cast(y_pred, _F64)
         valid = g > 0
         err = tf.abs(p - g)
-        self.abs_sum.assign_add(tf.reduce_sum(tf.where(valid, err, 0.0)))
-        rel = tf.where(valid, err / tf.where(valid, g, 1.0), 0.0)
-        self.rel_sum.assign_add(tf.reduce_sum(rel))
-        self.count.assign_add(tf.reduce_sum(tf.cast(valid, _F64)))
+        abs_sum = tf.reduce_sum(tf.where(valid, err, 0.0))
+        rel_sum = tf.reduce_sum(tf.where(valid, err / tf.where(valid, g, 1.0), 0.0))
+        count = tf.reduce_sum(tf.cast(valid, _F64))
+        if self.per_batch:
+            abs_sum = tf.math.divide_no_nan(abs_sum, count)
+            rel_sum = tf.math.divide_no_nan(rel_sum, count)
+            count = tf.cast(count > 0, _F64)
+        self.abs_sum.assign_add(abs_sum)
+        self.rel_sum.assign_add(rel_sum)
+        self.count.assign_add(count)
 
     def result(self):
         return {
@@ -131,18 +174,40 @@ class DepthMetrics(_SplitMetric):
             self._key("rel_err"): _ratio(self.rel_sum, self.count),
         }
 
+    def get_config(self):
+        return {**super().get_config(), "per_batch": self.per_batch}
+
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class NormalMetrics(_SplitMetric):
-    """Angle error statistics and cosine similarity of surface normals."""
+    """Angle error statistics and cosine similarity of surface normals.
+
+    The median must be that of the whole split, which a streaming metric
+    cannot keep as a list of every angle. It keeps, per 0.01 degree bin, the
+    number of angles and their sum. The median's one or two middle order
+    statistics (ranks ``(n + 1) // 2`` and ``n // 2 + 1``, numpy's
+    convention) are located by the cumulative counts and each is estimated
+    by the mean of its bin, which lies in the same 0.01 degree bin as the
+    true value. So the median is within 0.01 degree of numpy's for any
+    count, and exact where a middle value is alone in its bin (as for a few
+    pixels). No library offers a mergeable exact-enough median under
+    ``tf.distribute``'s sum aggregation, hence this.
+
+    ``per_batch=True`` is the ``mtan`` convention: each value is the mean
+    over batches of the batch's value (its exact median included; a batch
+    without a valid pixel is skipped), as the MTAN reference code computes it.
+    """
 
     BIN_DEGREES = 0.01
     THRESHOLDS = (("within_11_25", 11.25), ("within_22_5", 22.5), ("within_30", 30.0))
 
-    def __init__(self, name="normal", **kwargs):
+    def __init__(self, name="normal", per_batch=False, **kwargs):
         super().__init__(name=name, **kwargs)
+        self.per_batch = bool(per_batch)
+        self.median_sum = self._counter("median_sum")
         self.num_bins = int(round(180.0 / self.BIN_DEGREES))
         self.histogram = self._counter("histogram", (self.num_bins,))
+        self.bin_sums = self._counter("bin_sums", (self.num_bins,))
         self.angle_sum = self._counter("angle_sum")
         self.cosine_sum = self._counter("cosine_sum")
         self.count = self._counter("count")
@@ -155,8 +220,11 @@ class NormalMetrics(_SplitMetric):
         g = tf.boolean_mask(g, valid)
         p = tf.boolean_mask(p, valid)
         norms = tf.norm(g, axis=-1) * tf.norm(p, axis=-1)
-        cosine = _ratio(tf.reduce_sum(g * p, axis=-1), norms)
+        cosine = tf.math.divide_no_nan(tf.reduce_sum(g * p, axis=-1), norms)
         angle = tf.acos(tf.clip_by_value(cosine, -1.0, 1.0)) * (180.0 / math.pi)
+        if self.per_batch:
+            self._update_batch_means(angle, cosine)
+            return
         bins = tf.clip_by_value(
             tf.cast(tf.floor(angle / self.BIN_DEGREES), tf.int32), 0, self.num_bins - 1
         )
@@ -164,24 +232,45 @@ class NormalMetrics(_SplitMetric):
             tf.math.bincount(bins, minlength=self.num_bins, maxlength=self.num_bins,
                              dtype=_F64)
         )
+        self.bin_sums.assign_add(
+            tf.math.unsorted_segment_sum(angle, bins, self.num_bins))
         self.angle_sum.assign_add(tf.reduce_sum(angle))
         self.cosine_sum.assign_add(tf.reduce_sum(cosine))
         self.count.assign_add(tf.cast(tf.size(angle), _F64))
         for counter, (_, threshold) in zip(self.within, self.THRESHOLDS):
             counter.assign_add(tf.reduce_sum(tf.cast(angle < threshold, _F64)))
 
+    def _update_batch_means(self, angle, cosine):
+        n = tf.size(angle)
+        ordered = tf.sort(angle)
+        middle = tf.stack([(n - 1) // 2, n // 2])
+        median = tf.reduce_mean(tf.gather(ordered, tf.maximum(middle, 0)))
+        has = tf.cast(n > 0, _F64)
+        self.median_sum.assign_add(tf.where(n > 0, median, 0.0))
+        self.angle_sum.assign_add(tf.math.divide_no_nan(tf.reduce_sum(angle), tf.cast(n, _F64)))
+        self.cosine_sum.assign_add(
+            tf.math.divide_no_nan(tf.reduce_sum(cosine), tf.cast(n, _F64)))
+        self.count.assign_add(has)
+        for counter, (_, threshold) in zip(self.within, self.THRESHOLDS):
+            counter.assign_add(tf.math.divide_no_nan(
+                tf.reduce_sum(tf.cast(angle < threshold, _F64)), tf.cast(n, _F64)))
+
+    def _order_statistic(self, cumulative, means, rank):
+        """Estimate of the ``rank``-th smallest angle (1-based): its bin's mean."""
+        index = tf.minimum(tf.reduce_sum(tf.cast(cumulative < rank, tf.int32)),
+                           self.num_bins - 1)
+        return means[index]
+
     def _median(self):
+        if self.per_batch:
+            return _ratio(self.median_sum, self.count)
         hist = tf.convert_to_tensor(self.histogram)
         total = tf.reduce_sum(hist)
         cumulative = tf.cumsum(hist)
-        half = total / 2.0
-        index = tf.minimum(
-            tf.reduce_sum(tf.cast(cumulative < half, tf.int32)), self.num_bins - 1
-        )
-        before = cumulative[index] - hist[index]
-        fraction = _ratio(half - before, hist[index])
-        median = (tf.cast(index, _F64) + fraction) * self.BIN_DEGREES
-        return tf.where(total > 0, median, tf.constant(0.0, _F64))
+        means = tf.math.divide_no_nan(tf.convert_to_tensor(self.bin_sums), hist)
+        lower = self._order_statistic(cumulative, means, tf.floor((total + 1.0) / 2.0))
+        upper = self._order_statistic(cumulative, means, tf.floor(total / 2.0) + 1.0)
+        return tf.where(total > 0, (lower + upper) / 2.0, tf.constant(float("nan"), _F64))
 
     def result(self):
         out = {
@@ -192,6 +281,9 @@ class NormalMetrics(_SplitMetric):
             out[self._key(key)] = _ratio(counter, self.count)
         out[self._key("cosine")] = _ratio(self.cosine_sum, self.count)
         return out
+
+    def get_config(self):
+        return {**super().get_config(), "per_batch": self.per_batch}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -220,10 +312,20 @@ METRICS = {
 }
 
 
-def make_task_metric(task, name, num_classes=None, ignore_label=-1):
+# Evaluation conventions: "pooled" (pixels pooled over the split) and
+# "mtan" (the MTAN reference code's mean of per-batch values, for the
+# metrics that have a per_batch mode; a confusion matrix pools in both).
+CONVENTIONS = ("pooled", "mtan")
+
+
+def make_task_metric(task, name, num_classes=None, ignore_label=-1, convention="pooled"):
     """The streaming metric of ``task`` (its spec's ``metric``), named ``name``."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}.")
     spec = get_task(task)
     cls = METRICS[spec.metric]
     if spec.is_classification:
         return cls(num_classes, ignore_label, name=name)
+    if convention == "mtan" and cls in (DepthMetrics, NormalMetrics):
+        return cls(name=name, per_batch=True)
     return cls(name=name)

@@ -15,6 +15,14 @@ Benchmarks). The update is Keras' (and Kingma & Ba's) exactly:
 
 Anything the fused kernel does not cover falls back to Keras' update:
 other backends, ``amsgrad``, sparse gradients, non-float32 variables.
+
+All three optimizers here (and :class:`SGD`) take ``layer_learning_rates``,
+``{layer name: learning rate}``: the variables of those layers update with
+their own rate, every other variable with ``learning_rate``. This is
+PyTorch's parameter groups, which Keras does not have; Li & Bilen train
+their adaptors at 0.1 while the network trains at 1e-4. Adam keeps its
+moments per variable, so one Adam with two rates is exactly the authors'
+two Adams sharing a step count.
 """
 
 import keras
@@ -26,6 +34,34 @@ def _handle(variable):
     # A Keras variable wraps a tf.Variable (or, under a strategy, a
     # distributed one whose handle is the current device's inside update()).
     return (variable.value if isinstance(variable, keras.Variable) else variable).handle
+
+
+class _LayerLearningRates:
+    """``layer_learning_rates``: some layers' variables update with their own rate."""
+
+    def __init__(self, *args, layer_learning_rates=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.layer_learning_rates = {str(k): float(v)
+                                     for k, v in (layer_learning_rates or {}).items()}
+
+    def _own_rate(self, variable):
+        # ``variable`` may be the backend's (a tf.Variable inside a traced
+        # step): find the Keras variable, whose path names its layer.
+        keras_variable = self._trainable_variables[self._get_variable_index(variable)]
+        parts = keras_variable.path.split("/")
+        return self.layer_learning_rates.get(parts[-2]) if len(parts) > 1 else None
+
+    def update_step(self, gradient, variable, learning_rate):
+        rate = self._own_rate(variable) if self.layer_learning_rates else None
+        if rate is not None:
+            learning_rate = keras.ops.cast(rate, variable.dtype)
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        config = super().get_config()
+        if self.layer_learning_rates:
+            config["layer_learning_rates"] = dict(self.layer_learning_rates)
+        return config
 
 
 class _FusedAdamUpdate:
@@ -58,11 +94,16 @@ class _FusedAdamUpdate:
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class FusedAdam(_FusedAdamUpdate, keras.optimizers.Adam):
+class FusedAdam(_LayerLearningRates, _FusedAdamUpdate, keras.optimizers.Adam):
     """``keras.optimizers.Adam`` with a fused update (see the module docstring)."""
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class FusedAdamW(_FusedAdamUpdate, keras.optimizers.AdamW):
+class FusedAdamW(_LayerLearningRates, _FusedAdamUpdate, keras.optimizers.AdamW):
     """``keras.optimizers.AdamW`` with a fused update; decoupled weight decay
     is applied by Keras before the update, as in AdamW."""
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class SGD(_LayerLearningRates, keras.optimizers.SGD):
+    """``keras.optimizers.SGD`` with ``layer_learning_rates``."""

@@ -36,7 +36,7 @@ class MultiTaskTrainer(keras.Model):
     """
 
     def compile(self, optimizer="adam", objective=None, jit_compile=False,
-                steps_per_execution=1, run_eagerly=False, **kwargs):
+                steps_per_execution=1, run_eagerly=False, convention="pooled", **kwargs):
         """Configures training.
 
         Args:
@@ -44,6 +44,9 @@ class MultiTaskTrainer(keras.Model):
             objective: an :class:`~keras_sdmtcnn.training.objectives.Objective`
                 (default: ``SeparateObjective()``, the paper's Eq. 5).
             jit_compile: XLA; off by default (slower for SegNet on CPUs).
+            convention: how the validation metrics are computed:
+                ``"pooled"`` over the split's pixels, or ``"mtan"`` as the
+                mean of per-batch values (``metrics.CONVENTIONS``).
         """
         if objective is None:
             from keras_sdmtcnn.training.objectives import SeparateObjective
@@ -73,13 +76,19 @@ class MultiTaskTrainer(keras.Model):
             name: keras.metrics.Mean(name=name)
             for name in objective.term_names(self.tasks) + self.extra_term_names()
         }
+        self.set_evaluation_convention(convention)
+
+    def set_evaluation_convention(self, convention):
+        """Replaces the task metrics by those of ``convention`` (``"pooled"`` or ``"mtan"``)."""
+        self.convention = convention
         self._task_metrics = [
             (task, branch, make_task_metric(
-                task, output_name(task, branch), self.num_classes, self.ignore_label
-            ))
+                task, output_name(task, branch), self.num_classes, self.ignore_label,
+                convention))
             for task in self.tasks
             for branch in self.branches
         ]
+        self.test_function = None  # traced again with the new metrics
 
     def branch_model(self, branch):
         """A sub-model of one branch (``"teacher"`` or ``"student"``), sharing weights."""

@@ -87,9 +87,11 @@ def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
     """
     from keras_sdmtcnn.deploy.runtime import export_format
     from keras_sdmtcnn.runs.reporting import markdown_table, result_rows
+    from keras_sdmtcnn.training.metrics import warn_empty
 
     if export_format(path) is not None:
         results, recipe = evaluate_exported(path, recipe_path, overrides, verbose)
+        warn_empty(results, "validation")
         table = markdown_table(result_rows(results, list(recipe.data.tasks)))
         folder = out_dir or (os.path.dirname(path) if not os.path.isdir(path)
                              else os.path.dirname(os.path.normpath(path)))
@@ -110,6 +112,7 @@ def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
         return_dict=True, verbose=verbose,
     )
     results = {k: float(v) for k, v in results.items()}
+    warn_empty(results, "validation")
     table = markdown_table(result_rows(results, list(recipe.data.tasks)))
     out_dir = out_dir or (path if os.path.isdir(path) else os.path.dirname(path))
     RunDir(out_dir).write_evaluation(results, table,

@@ -12,7 +12,7 @@ import os
 import time
 
 from keras_sdmtcnn.config import load_plan, load_recipe, recipe_to_dict
-from keras_sdmtcnn.config.plans import RUN_REF
+from keras_sdmtcnn.config.plans import RUN_REF, check_delta_m, check_seeds
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs.results import write_results
 from keras_sdmtcnn.runs.rundir import RunDir
@@ -61,6 +61,13 @@ def resolve_recipes(plan):
                 check_feature_teachers(recipe, lookup)
             recipes[(run.name, seed)] = recipe
             planned[os.path.abspath(plan.run_dir(run.name, seed))] = recipe_to_dict(recipe)
+    if plan.last_epochs is not None:
+        for (name, seed), recipe in recipes.items():
+            if plan.last_epochs > recipe.training.epochs:
+                raise UserError(
+                    f"Plan key last_epochs is {plan.last_epochs}, but run {name} trains "
+                    f"{recipe.training.epochs} epochs: set last_epochs to at most "
+                    f"{recipe.training.epochs}.")
     for task, name in plan.reference.items():
         tasks = list(recipes[(name, plan.seeds[0])].data.tasks)
         if tasks != [task]:
@@ -93,10 +100,18 @@ def run_plan(plan, recipes, verbose=1):
             keras.backend.clear_session()
 
 
-def run_experiments(plan_path, verbose=1):
-    """Loads, checks and runs a plan, then writes its results; returns the Markdown."""
+def run_experiments(plan_path, verbose=1, seeds=None, delta_m=None):
+    """Loads, checks and runs a plan, then writes its results; returns the Markdown.
+
+    ``seeds`` and ``delta_m`` replace the plan's own (the command's
+    ``--seeds`` and ``--delta-m``).
+    """
     started = time.time()
     plan = load_plan(plan_path)
+    if seeds is not None:
+        plan.seeds = check_seeds(list(seeds), "--seeds")
+    if delta_m is not None:
+        plan.delta_m = check_delta_m(delta_m, "--delta-m")
     recipes = resolve_recipes(plan)
     if verbose:
         print(f"Plan {plan.name}: {len(plan.runs)} runs x {len(plan.seeds)} seed(s) "

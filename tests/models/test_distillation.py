@@ -88,18 +88,35 @@ def test_cauchy_schwarz_objective_uses_it_for_every_task():
         assert float(terms[f"{task}_kd_loss"]) == pytest.approx(expected, rel=1e-5)
 
 
+def np_normalize(x, eps=1e-6):
+    """The authors' normalisation: x / sqrt(sum(x^2) + eps) over the channels."""
+    return x / np.sqrt((x ** 2).sum(-1, keepdims=True) + eps)
+
+
 def test_feature_distance_matches_numpy():
     rng = np.random.default_rng(3)
     a = rng.normal(size=(2, 3, 5, 8))
     b = rng.normal(size=(2, 3, 5, 8))
-    na = a / np.linalg.norm(a, axis=-1, keepdims=True)
-    nb = b / np.linalg.norm(b, axis=-1, keepdims=True)
-    expected = ((na - nb) ** 2).sum(-1).mean()
+    expected = ((np_normalize(a) - np_normalize(b)) ** 2).sum(-1).mean()
     got = losses.FeatureDistance()(tf.constant(b, tf.float32), tf.constant(a, tf.float32))
     assert float(got) == pytest.approx(expected, rel=1e-5)
     # Scale-free: only directions count.
     assert float(losses.FeatureDistance()(tf.constant(b * 3, tf.float32),
-                                          tf.constant(b, tf.float32))) < 1e-10
+                                          tf.constant(b, tf.float32))) < 1e-6
+
+
+def test_feature_distance_at_small_norms_has_epsilon_inside_the_root():
+    # Features of norm ~1e-4: sqrt(|x|^2 + 1e-6) is dominated by epsilon, so
+    # they are not stretched to unit length (a clamp of |x|^2 would be).
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(1, 2, 3, 8)) * 3e-5
+    b = rng.normal(size=(1, 2, 3, 8))
+    expected = ((np_normalize(a) - np_normalize(b)) ** 2).sum(-1).mean()
+    got = float(losses.FeatureDistance()(tf.constant(b, tf.float32), tf.constant(a, tf.float32)))
+    assert got == pytest.approx(expected, rel=1e-4)
+    unit = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    clamped = ((unit - np_normalize(b)) ** 2).sum(-1).mean()
+    assert abs(got - clamped) > 0.1
 
 
 def _config(model):
@@ -126,13 +143,11 @@ def test_adaptors_and_feature_terms_match_numpy(feature_model):
         # The target is the frozen single-task backbone's bottleneck.
         target = teachers[task].backbone(x, training=False)["bottleneck"].numpy()
         np.testing.assert_allclose(out[target_name(task)].numpy(), target, rtol=1e-5, atol=1e-5)
-        # The adaptor is a 1x1 convolution: a per-pixel matrix product.
-        kernel, bias = model.get_layer(f"{task}_adaptor").get_weights()
-        adapted = np.einsum("bhwc,cd->bhwd", shared, kernel[0, 0]) + bias
+        # The adaptor is a 1x1 convolution without bias: a per-pixel matrix product.
+        (kernel,) = model.get_layer(f"{task}_adaptor").get_weights()
+        adapted = np.einsum("bhwc,cd->bhwd", shared, kernel[0, 0])
         np.testing.assert_allclose(out[adapted_name(task)].numpy(), adapted, rtol=1e-4, atol=1e-5)
-        na = adapted / np.linalg.norm(adapted, axis=-1, keepdims=True)
-        nt = target / np.linalg.norm(target, axis=-1, keepdims=True)
-        expected = weight * ((na - nt) ** 2).sum(-1).mean()
+        expected = weight * ((np_normalize(adapted) - np_normalize(target)) ** 2).sum(-1).mean()
         got = model.extra_terms(y, out)[f"{task}_feature_loss"]
         assert float(got) == pytest.approx(expected, rel=1e-4)
 
@@ -178,3 +193,51 @@ def test_frozen_teacher_student_keeps_the_teacher(tmp_path):
                for a, b in zip(model.weights, loaded.weights))
     assert not loaded.teacher_model().trainable
 
+
+
+def test_adaptors_train_at_their_own_learning_rate(feature_model):
+    # Adam's first step moves every weight by its learning rate (|m / sqrt(v)| = 1).
+    from keras_sdmtcnn.training.optimizers import FusedAdam
+
+    model, _ = feature_model
+    rates = {name: 0.1 for name in model.adaptor_layer_names()}
+    model.compile(FusedAdam(1e-4, epsilon=1e-12, layer_learning_rates=rates),
+                  get_objective("separate", kd_weight=0.0))
+    adaptor = model.get_layer("depth_adaptor")
+    conv = model.get_layer(NETWORK).get_layer("bottleneck_conv1_conv")
+    before_a, before_c = adaptor.get_weights()[0].copy(), conv.get_weights()[0].copy()
+    x, y = random_batch(["semantic", "depth"], size=(32, 32))
+    model.train_on_batch(x, y)
+    step_a = np.abs(adaptor.get_weights()[0] - before_a)
+    step_c = np.abs(conv.get_weights()[0] - before_c)
+    np.testing.assert_allclose(step_a[step_a > 0], 0.1, rtol=1e-3)
+    np.testing.assert_allclose(step_c[step_c > 0], 1e-4, rtol=1e-2)
+    assert (step_a > 0).mean() > 0.9 and (step_c > 0).mean() > 0.9
+    assert model.optimizer.get_config()["layer_learning_rates"] == rates
+
+
+def test_two_levels_add_middle_and_last_terms():
+    net = tiny_model(["depth"], image_size=(32, 32), seed=0)
+    teacher = tiny_model(["depth"], image_size=(32, 32), seed=5)
+    model = FeatureDistillationModel(_config(net), {"depth": _config(teacher)}, {"depth": 2.0},
+                                     levels=["middle", "last"])
+    model.load_teachers({"depth": teacher})
+    assert model.extra_term_names() == ["depth_middle_feature_loss", "depth_feature_loss"]
+    x, y = random_batch(["depth"], size=(32, 32))
+    out = model(x, training=False)
+    stages = len(_config(net)["encoder_filters"])
+    middle = teacher.backbone(x, training=False)[f"encoder{stages // 2 + 1}_features"].numpy()
+    np.testing.assert_allclose(out[target_name("depth", "middle")].numpy(), middle,
+                               rtol=1e-5, atol=1e-5)
+    terms = model.extra_terms(y, out)
+    for level in ("middle", "last"):
+        a = out[adapted_name("depth", level)].numpy()
+        t = out[target_name("depth", level)].numpy()
+        expected = 2.0 * ((np_normalize(a) - np_normalize(t)) ** 2).sum(-1).mean()
+        key = "depth_middle_feature_loss" if level == "middle" else "depth_feature_loss"
+        assert float(terms[key]) == pytest.approx(expected, rel=1e-4)
+    model.compile(keras.optimizers.Adam(1e-3), get_objective("separate", kd_weight=0.0))
+    logs = model.train_on_batch(x, y, return_dict=True)
+    parts = sum(logs[k] for k in ("depth_teacher_loss", "depth_student_loss",
+                                  "depth_middle_feature_loss", "depth_feature_loss"))
+    assert logs["loss"] == pytest.approx(parts, rel=1e-5)
