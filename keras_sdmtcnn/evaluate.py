@@ -34,13 +34,21 @@ def build_parser(parser=None):
     parser.add_argument("--recipe", help="recipe (default: the run's recipe.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", help="where to write evaluation.json/.md")
+    parser.add_argument(
+        "--convention", choices=("pooled", "mtan"),
+        help="pooled: pixels pooled over the split (default, LibMTL); mtan: depth and "
+             "normal metrics as means of per-batch values, as MTAN's code (batch size: "
+             "evaluation.batch_size, default training.batch_size)")
     return parser
 
 
 def run(args):
     from keras_sdmtcnn.workflows.evaluate import evaluate
 
-    evaluate(args.path, args.recipe, args.set, args.out)
+    overrides = list(args.set)
+    if args.convention:
+        overrides.append(f"evaluation.convention={args.convention}")
+    evaluate(args.path, args.recipe, overrides, args.out)
 
 
 def main(argv=None):

@@ -9,26 +9,78 @@
   every method's Teacher (solid) and Student (dashed), the supplementary's
   Figure 1.
 
-Metrics are those of the last epoch on the recipe's validation split.
-Delta_m follows Maninis et al. 2019: per task, the mean over its metrics of
-the relative change against the single-task reference, sign flipped for
-lower-is-better metrics; then the mean over the row's tasks, in percent.
+Metrics are those of the recipe's validation split: the last epoch, and
+with the plan's ``last_epochs: N`` also the mean of each value over the last
+N epochs (MTAN's paper reports N = 10). The recipes' ``evaluation``
+convention (pooled over the split, or MTAN's per-batch means) is named in
+the text above the tables.
+
+Delta_m (:data:`DELTA_M`) counts each task's standard metrics
+(``Metric.in_delta_m``: the normal's cosine does not count):
+
+- ``libmtl`` (the default; LibMTL, MTAN and the papers built on them,
+  after Maninis et al. 2019): per task, the mean over its metrics of the
+  relative change against the single-task reference, sign flipped for
+  lower-is-better metrics; then the mean over the row's tasks, in percent.
+  Positive is better.
+- ``cagrad`` (CAGrad, Nash-MTL): the mean over all the metrics of all tasks
+  of ``(-1)^d (M - B) / B``, ``d = 1`` for a higher-is-better metric, in
+  percent. Positive is worse.
+
 Each seed's row is compared with the reference's mean over seeds.
 """
 
 import csv
+import dataclasses
 import io
+import math
 import os
 
 import numpy as np
 
+from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs.rundir import RunDir
 from keras_sdmtcnn.tasks import column_header, get_task, log_key
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaMConvention:
+    name: str
+    higher_is_better: bool
+    header: str
+    description: str
+
+
+DELTA_M = {
+    "libmtl": DeltaMConvention(
+        "libmtl", True, "Δm % ↑",
+        "Δm as LibMTL and MTAN-based papers: per task, the mean of ±(M − B)/B over its "
+        "standard metrics (the normal's cosine excluded), then the mean over tasks; "
+        "positive is better"),
+    "cagrad": DeltaMConvention(
+        "cagrad", False, "Δm % ↓",
+        "Δm as CAGrad and Nash-MTL: the mean of (−1)^δ (M − B)/B over all standard metrics "
+        "of all tasks (δ = 1 where higher is better; the normal's cosine excluded); "
+        "positive is worse"),
+}
 
 
 def final_record(run_dir):
     history = RunDir(run_dir).read_history()
     return history[-1], history
+
+
+def summary_record(run_dir, last_epochs=1):
+    """The last epoch's record, or each value's mean over the last ``last_epochs`` epochs."""
+    history = RunDir(run_dir).read_history()
+    if last_epochs > len(history):
+        raise UserError(
+            f"Plan key last_epochs is {last_epochs}, but {run_dir} has {len(history)} "
+            f"epoch(s): set last_epochs to at most {len(history)}.")
+    window = history[-last_epochs:]
+    keys = set().union(*window)
+    return {k: float(np.mean([r[k] for r in window])) for k in keys
+            if all(isinstance(r.get(k), (int, float)) for r in window)}
 
 
 def task_metrics(record, tasks, branch):
@@ -43,37 +95,50 @@ def task_metrics(record, tasks, branch):
     return out
 
 
-def delta_m(row, reference):
+def delta_m(row, reference, convention="libmtl"):
     """Delta_m in percent of ``row`` against ``reference`` (both ``{task: {metric: value}}``).
 
-    Per task, the mean over metrics of ``+-(M - B) / B`` (minus for
-    lower-is-better metrics); then the mean over the tasks both have.
-    ``None`` when no task is shared.
+    Only each task's standard metrics count (``TaskSpec.delta_m_metrics``).
+    ``libmtl``: per task, the mean over metrics of ``+-(M - B) / B`` (minus
+    for lower-is-better metrics), then the mean over the tasks both have;
+    positive is better. ``cagrad``: the mean over all those metrics of all
+    tasks of ``-+(M - B) / B``; positive is worse. ``None`` when no task is
+    shared; NaN when a value is NaN (a split without valid pixels).
     """
-    per_task = []
+    if convention not in DELTA_M:
+        raise ValueError(f"convention must be one of {', '.join(DELTA_M)}, got {convention!r}.")
+    per_task, all_changes = [], []
     for task, metrics in row.items():
         if task not in reference:
             continue
         changes = []
-        for metric in get_task(task).metrics:
-            higher, metric = metric.higher_is_better, metric.key
-            base = reference[task].get(metric)
-            value = metrics.get(metric)
+        for metric in get_task(task).delta_m_metrics:
+            base = reference[task].get(metric.key)
+            value = metrics.get(metric.key)
             if base is None or value is None or base == 0:
                 continue
-            sign = 1.0 if higher else -1.0
+            sign = 1.0 if metric.higher_is_better else -1.0
             changes.append(sign * (value - base) / abs(base))
         if changes:
             per_task.append(np.mean(changes))
-    return float(100 * np.mean(per_task)) if per_task else None
+            all_changes += changes
+    if not per_task:
+        return None
+    if convention == "cagrad":
+        return float(-100 * np.mean(all_changes))
+    return float(100 * np.mean(per_task))
 
 
-def collect(plan, recipes):
+def collect(plan, recipes, last_epochs=1, convention=None):
     """Rows of the results table: ``[{"method", "branch", "seeds", "values": [...]}]``.
 
-    ``values`` holds one ``{task: {metric: value}}`` per seed; the first row
-    is the single-task reference (when the plan has one).
+    ``values`` holds one ``{task: {metric: value}}`` per seed, of the last
+    epoch or the mean over the last ``last_epochs``; the first row is the
+    single-task reference (when the plan has one). ``convention`` is the
+    Delta_m convention (default: the plan's).
     """
+    convention = convention or getattr(plan, "delta_m", "libmtl")
+
     rows = []
     reference_names = set(plan.reference.values())
     if plan.reference:
@@ -81,7 +146,7 @@ def collect(plan, recipes):
         for seed in plan.seeds:
             merged = {}
             for task, name in plan.reference.items():
-                record, _ = final_record(plan.run_dir(name, seed))
+                record = summary_record(plan.run_dir(name, seed), last_epochs)
                 merged.update(task_metrics(record, [task], "teacher"))
             per_seed.append(merged)
         rows.append({"method": "Single task", "branch": "Teacher", "name": None,
@@ -94,7 +159,8 @@ def collect(plan, recipes):
         branches = ["teacher"] if recipe.objective.name == "teacher_only" else [
             "teacher", "student"]
         for branch in branches:
-            per_seed = [task_metrics(final_record(plan.run_dir(run.name, s))[0], tasks, branch)
+            per_seed = [task_metrics(summary_record(plan.run_dir(run.name, s), last_epochs),
+                                     tasks, branch)
                         for s in plan.seeds]
             rows.append({"method": run.label, "branch": branch.capitalize(), "name": run.name,
                          "values": per_seed})
@@ -102,7 +168,8 @@ def collect(plan, recipes):
     if plan.reference:
         reference = _mean_values(rows[0]["values"])
     for row in rows:
-        row["delta_m"] = [delta_m(v, reference) if reference else None for v in row["values"]]
+        row["delta_m"] = [delta_m(v, reference, convention) if reference else None
+                          for v in row["values"]]
     return rows
 
 
@@ -133,6 +200,8 @@ def _stats(values):
     values = [v for v in values if v is not None]
     if not values:
         return None, None
+    if any(math.isnan(v) for v in values):
+        return math.nan, None
     std = float(np.std(values, ddof=1)) if len(values) > 1 else None
     return float(np.mean(values)), std
 
@@ -144,9 +213,10 @@ def _cell(values, digits=4):
     return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown(rows):
+def markdown(rows, convention="libmtl"):
     cols = columns(rows)
-    lines = ["| Method | Model | " + " | ".join(h for _, _, h in cols) + " | Δm % ↑ |",
+    header = DELTA_M[convention].header
+    lines = ["| Method | Model | " + " | ".join(h for _, _, h in cols) + f" | {header} |",
              "|---|---|" + "---|" * (len(cols) + 1)]
     for row in rows:
         cells = [_cell([v.get(t, {}).get(m) for v in row["values"]]) for t, m, _ in cols]
@@ -155,23 +225,29 @@ def markdown(rows):
     return "\n".join(lines) + "\n"
 
 
-def csv_text(rows):
-    cols = columns(rows)
+def csv_text(tables, convention="libmtl"):
+    """CSV of ``[(statistic, rows)]``, one line per row and statistic (``mean_last_N``...)."""
+    cols = columns(tables[0][1])
     out = io.StringIO()
     writer = csv.writer(out)
-    header = ["method", "model", "seeds"]
-    for _, _, h in cols + [(None, None, "delta_m_percent")]:
+    header = ["method", "model", "seeds", "statistic"]
+    for _, _, h in cols + [(None, None, f"delta_m_percent_{convention}")]:
         header += [h, f"{h} std"]
     writer.writerow(header)
+    for statistic, rows in tables:
+        _csv_rows(writer, rows, cols, statistic)
+    return out.getvalue()
+
+
+def _csv_rows(writer, rows, cols, statistic):
     for row in rows:
-        line = [row["method"], row["branch"], len(row["values"])]
+        line = [row["method"], row["branch"], len(row["values"]), statistic]
         for task, metric, _ in cols:
             mean, std = _stats([v.get(task, {}).get(metric) for v in row["values"]])
             line += ["" if mean is None else f"{mean:.6g}", "" if std is None else f"{std:.6g}"]
         mean, std = _stats(row["delta_m"])
         line += ["" if mean is None else f"{mean:.4f}", "" if std is None else f"{std:.4f}"]
         writer.writerow(line)
-    return out.getvalue()
 
 
 def plot_validation_curves(plan, recipes, path):
@@ -220,12 +296,33 @@ def plot_validation_curves(plan, recipes, path):
     plt.close(fig)
 
 
+def evaluation_conventions(plan, recipes):
+    """The evaluation convention(s) of the plan's recipes, in words."""
+    said = []
+    for recipe in recipes.values():
+        evaluation = getattr(recipe, "evaluation", None)
+        if evaluation is None or evaluation.convention == "pooled":
+            text = "metrics pooled over the split's pixels"
+        else:
+            batch = evaluation.batch_size or recipe.training.batch_size
+            text = (f"depth and normal metrics as MTAN's code (means of per-batch values, "
+                    f"batches of {batch})")
+        if text not in said:
+            said.append(text)
+    return "; ".join(said)
+
+
 def write_results(plan, recipes, wall_seconds=None):
     """Writes ``results.md``, ``results.csv`` and ``curves.png``; returns the Markdown."""
     from keras_sdmtcnn.io import atomic_write_text
     from keras_sdmtcnn.runs.machine import machine
 
-    rows = collect(plan, recipes)
+    convention = plan.delta_m if hasattr(plan, "delta_m") else "libmtl"
+    last = getattr(plan, "last_epochs", None)
+    tables = [("last", "Last epoch", collect(plan, recipes, 1, convention))]
+    if last and last > 1:
+        tables.append((f"mean_last_{last}", f"Mean of the last {last} epochs",
+                       collect(plan, recipes, last, convention)))
     seconds = 0.0
     for run in plan.runs:
         for seed in plan.seeds:
@@ -234,15 +331,18 @@ def write_results(plan, recipes, wall_seconds=None):
                 seconds += RunDir(folder).status().get("seconds", 0.0)
     m = machine()
     header = (f"Plan `{plan.name}`: {len(plan.runs)} runs x {len(plan.seeds)} seed(s) "
-              f"({', '.join(map(str, plan.seeds))}); metrics of the last epoch on the "
-              f"validation split; Δm against the single-task rows.\n"
+              f"({', '.join(map(str, plan.seeds))}); validation split, "
+              f"{evaluation_conventions(plan, recipes)}; "
+              f"{DELTA_M[convention].description}, against the single-task rows.\n"
               f"Training time, all runs: {seconds / 60:.1f} min"
               + (f" (this invocation: {wall_seconds / 60:.1f} min)" if wall_seconds else "")
               + f" on {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}.\n\n")
-    text = header + markdown(rows)
+    text = header + "\n".join(f"### {title}\n\n{markdown(rows, convention)}"
+                               for _, title, rows in tables)
     os.makedirs(plan.out_dir, exist_ok=True)
     atomic_write_text(os.path.join(plan.out_dir, "results.md"), text)
-    atomic_write_text(os.path.join(plan.out_dir, "results.csv"), csv_text(rows))
+    atomic_write_text(os.path.join(plan.out_dir, "results.csv"),
+                      csv_text([(stat, rows) for stat, _, rows in tables], convention))
     plot_validation_curves(plan, recipes, os.path.join(plan.out_dir, "curves.png"))
     return text
 

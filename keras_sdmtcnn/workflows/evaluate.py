@@ -31,6 +31,8 @@ def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
     model_file, recipe_file = RunDir.resolve(path, recipe_path)
     recipe = load_recipe(recipe_file, overrides)
     model = load_model(model_file)
+    if hasattr(model, "set_evaluation_convention"):
+        model.set_evaluation_convention(recipe.evaluation.convention)
     datasets, _ = build_datasets(recipe, verbose=False, splits=splits)
     return model, recipe, datasets
 
@@ -42,6 +44,7 @@ def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1):
     cost of quantisation shows in the same metrics as for the Keras model.
     """
     import keras
+    import numpy as np
 
     from keras_sdmtcnn.config import apply_overrides, load_recipe, recipe_from_dict
     from keras_sdmtcnn.data.datasets import build_datasets
@@ -59,25 +62,42 @@ def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1):
         recipe = recipe_from_dict(values)
     datasets, info = build_datasets(recipe, verbose=False, splits=("val",))
     branch = meta["branch"]
-    metrics = {t: make_task_metric(t, f"{t}_{branch}", info.num_classes, info.ignore_label)
+    metrics = {t: make_task_metric(t, f"{t}_{branch}", info.num_classes, info.ignore_label,
+                                   recipe.evaluation.convention)
                for t in meta["tasks"]}
     bar = keras.utils.Progbar(info.num_val, unit_name="image") if verbose else None
     seen = 0
     for x, y in datasets["val"]:
+        # One image at a time (exported files take a batch of one), then the
+        # metrics see the whole batch (the mtan convention averages per batch).
+        outputs = {task: [] for task in metrics}
         for i in range(x.shape[0]):
             raw = to_raw_pixels(x[i].numpy(), recipe.data.image_normalization,
                                 runtime.input_dtype)
             out = runtime(raw[None])
-            for task, metric in metrics.items():
-                pred = out[get_task(task).value_output]
-                metric.update_state(y[task][i:i + 1], pred)
+            for task in metrics:
+                outputs[task].append(np.asarray(out[get_task(task).value_output]))
             seen += 1
             if bar:
                 bar.update(seen)
+        for task, metric in metrics.items():
+            metric.update_state(y[task], np.concatenate(outputs[task]))
     results = {}
     for metric in metrics.values():
         results.update({k: float(v) for k, v in metric.result().items()})
     return results, recipe
+
+
+def convention_note(recipe):
+    """The line under a table that says how its numbers were computed."""
+    evaluation = recipe.evaluation
+    if evaluation.convention == "mtan":
+        batch = evaluation.batch_size or recipe.training.batch_size
+        return (f"\nConvention `mtan`: depth and normal metrics are means of per-batch values "
+                f"(batches of {batch}), as MTAN's code; mIoU and pixel accuracy pool a "
+                "confusion matrix over the split.\n")
+    return ("\nConvention `pooled`: every metric pools the pixels of the whole split "
+            "(LibMTL's).\n")
 
 
 def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
@@ -93,6 +113,7 @@ def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
         results, recipe = evaluate_exported(path, recipe_path, overrides, verbose)
         warn_empty(results, "validation")
         table = markdown_table(result_rows(results, list(recipe.data.tasks)))
+        table += convention_note(recipe)
         folder = out_dir or (os.path.dirname(path) if not os.path.isdir(path)
                              else os.path.dirname(os.path.normpath(path)))
         RunDir(folder).write_evaluation(
@@ -114,6 +135,7 @@ def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
     results = {k: float(v) for k, v in results.items()}
     warn_empty(results, "validation")
     table = markdown_table(result_rows(results, list(recipe.data.tasks)))
+    table += convention_note(recipe)
     out_dir = out_dir or (path if os.path.isdir(path) else os.path.dirname(path))
     RunDir(out_dir).write_evaluation(results, table,
                                      f"Validation split of recipe `{recipe.name}`")

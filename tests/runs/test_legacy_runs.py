@@ -31,7 +31,10 @@ def test_a_run_written_by_0_1_evaluates_to_its_own_figures(legacy_run):
         before = json.load(f)
     assert set(before) <= set(results)
     for key, value in before.items():
-        np.testing.assert_allclose(results[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+        # 0.1 interpolated the median in a 0.01-degree histogram; it is now
+        # numpy's median within 0.01 degree, so the two agree to 0.01 degree.
+        atol = 0.01 if key.endswith("angle_median") else 1e-6
+        np.testing.assert_allclose(results[key], value, rtol=1e-5, atol=atol, err_msg=key)
         assert written[key] == results[key]
 
 

@@ -229,3 +229,38 @@ def test_segmentation_pools_in_both_conventions():
                        "per_batch")
     with pytest.raises(ValueError, match="convention"):
         make_task_metric("depth", "d", convention="batch")
+
+
+def test_fit_on_a_split_without_valid_depth_warns_once_and_losses_stay_finite(
+        tmp_path, capsys):
+    import json
+    import os
+
+    from fake_data import MTAN_SIZE, write_layout
+
+    from keras_sdmtcnn.config import recipe_from_dict
+    from keras_sdmtcnn.workflows.train import fit
+
+    H, W = MTAN_SIZE
+    root = str(tmp_path / "nyu")
+    write_layout(root, "nyuv2", n_train=2, n_val=2)
+    for i in range(2):  # the validation split has no valid depth pixel
+        np.save(os.path.join(root, "val", "depth", f"{i}.npy"), np.zeros((H, W, 1), "float32"))
+    recipe = recipe_from_dict({
+        "data": {"format": "nyuv2", "root": root, "image_size": [H, W],
+                 "tasks": ["semantic", "depth"]},
+        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64},
+        "training": {"epochs": 2, "batch_size": 2},
+        "output": {"verbose": 0, "tensorboard": False},
+    })
+    fit(recipe, str(tmp_path / "run"))
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(history) == 2  # not stopped as a NaN loss would be
+    for record in history:
+        assert np.isnan(record["val_depth_teacher_abs_err"])
+        assert np.isfinite(record["val_semantic_teacher_miou"])
+        assert all(np.isfinite(v) for k, v in record.items() if k.endswith("loss"))
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("warning:")]
+    assert len(warnings) == 1, warnings  # once per run, not per epoch
+    assert "validation split" in warnings[0] and "val_depth_teacher_abs_err" in warnings[0]

@@ -58,6 +58,34 @@ def test_notebook_style_evaluate(finished_run):
     assert model.student_model().count_params() < model.count_params()
 
 
+def test_evaluate_mtan_convention_is_the_mean_of_per_batch_values(finished_run, tmp_path):
+    from keras_sdmtcnn.workflows.evaluate import evaluate, load_run
+
+    _, run_dir, _ = finished_run
+    overrides = ["evaluation.convention=mtan", "evaluation.batch_size=1"]
+    results = evaluate(str(run_dir), None, overrides, out_dir=str(tmp_path), verbose=0)
+    assert "Convention `mtan`" in (tmp_path / "evaluation.md").read_text()
+    assert "batches of 1" in (tmp_path / "evaluation.md").read_text()
+    # numpy, batch by batch over the same one-image batches (the split has 2)
+    model, _, datasets = load_run(str(run_dir), overrides=overrides)
+    abs_errs, medians = [], []
+    for x, y in datasets["val"]:
+        out = model(x, training=False)
+        g, p = y["depth"].numpy(), out["depth_teacher"].numpy()
+        abs_errs.append(np.abs(p - g)[g > 0].mean())
+        gn = y["normal"].numpy().reshape(-1, 3).astype("float64")
+        pn = out["normal_teacher"].numpy().reshape(-1, 3).astype("float64")
+        keep = np.any(gn != 0, -1)
+        gn, pn = gn[keep], pn[keep]
+        norms = np.linalg.norm(gn, axis=-1) * np.linalg.norm(pn, axis=-1)
+        cos = np.clip((gn * pn).sum(-1) / norms, -1, 1)
+        medians.append(np.median(np.degrees(np.arccos(cos))))
+    assert len(abs_errs) > 1
+    np.testing.assert_allclose(results["depth_teacher_abs_err"], np.mean(abs_errs), rtol=1e-4)
+    np.testing.assert_allclose(results["normal_teacher_angle_median"], np.mean(medians),
+                               rtol=1e-4)
+
+
 def test_bad_recipe_key_is_one_clear_line(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("training:\n  epohcs: 3\n")

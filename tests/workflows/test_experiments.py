@@ -30,6 +30,7 @@ PLAN = """
 name: tiny
 out_dir: {out}
 seeds: [0]
+last_epochs: 2
 reference: {{depth: single}}
 runs:
   - name: single
@@ -80,8 +81,11 @@ def test_tiny_plan_writes_table_csv_and_figure(finished_plan):
         assert row in table
     assert "depth Abs ↓" in table and "Δm % ↑" in table
     lines = (out / "results.csv").read_text().splitlines()
-    assert lines[0].startswith("method,model,seeds,depth Abs ↓,depth Abs ↓ std")
-    assert len(lines) == 1 + 1 + 3 * 2
+    assert lines[0].startswith("method,model,seeds,statistic,depth Abs ↓,depth Abs ↓ std")
+    assert lines[0].endswith("delta_m_percent_libmtl,delta_m_percent_libmtl std")
+    assert len(lines) == 1 + 2 * (1 + 3 * 2)  # last epoch, then the mean of the last 2
+    assert "### Last epoch" in table and "### Mean of the last 2 epochs" in table
+    assert "metrics pooled over the split's pixels" in table and "LibMTL" in table
     assert (out / "curves.png").stat().st_size > 10_000
     # The table's numbers are the runs' last-epoch validation metrics.
     with open(out / "sd" / "seed-0" / "metrics.json") as f:
@@ -182,6 +186,59 @@ def test_delta_m_and_std_match_a_hand_computation(tmp_path):
     text = results.write_results(plan, recipes)
     assert "2 seed(s)" in text and "6.0 min" in text  # 3 runs x 2 seeds x 60 s
     assert (tmp_path / "curves.png").exists() and (tmp_path / "results.csv").exists()
+
+
+NORMAL_REF = {"angle_mean": 20.0, "angle_median": 16.0, "within_11_25": 0.40,
+              "within_22_5": 0.60, "within_30": 0.70, "cosine": 0.90}
+NORMAL_ROW = {"angle_mean": 18.0, "angle_median": 16.0, "within_11_25": 0.44,
+              "within_22_5": 0.60, "within_30": 0.77, "cosine": 0.10}
+
+
+def test_delta_m_conventions_against_hand_computed_tables():
+    reference = {"semantic": {"miou": 0.40, "pixel_acc": 0.80},
+                 "depth": {"abs_err": 0.50, "rel_err": 0.20},
+                 "normal": dict(NORMAL_REF)}
+    row = {"semantic": {"miou": 0.44, "pixel_acc": 0.76},
+           "depth": {"abs_err": 0.45, "rel_err": 0.22},
+           "normal": dict(NORMAL_ROW)}
+    # By hand. semantic: +10%, -5% -> +2.5%. depth: +10%, -10% -> 0%.
+    # normal (five metrics; the cosine, 89% worse, must not count): mean
+    # 10% lower -> +10%, median 0, <11.25 +10%, <22.5 0, <30 +10% -> +6%.
+    # LibMTL: (2.5 + 0 + 6) / 3 = 2.8333; higher is better.
+    assert results.delta_m(row, reference) == pytest.approx(8.5 / 3)
+    # CAGrad / Nash-MTL: the nine changes (+10, -5, +10, -10, +10, 0, +10, 0,
+    # +10; better is positive here) average +35/9, reported with the sign
+    # flipped: -3.8889, lower is better.
+    assert results.delta_m(row, reference, "cagrad") == pytest.approx(-35 / 9)
+    with pytest.raises(ValueError, match="convention"):
+        results.delta_m(row, reference, "nash")
+
+
+def test_mean_of_the_last_epochs_and_too_many_epochs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [{"epoch": e, "val_depth_teacher_abs_err": v} for e, v in
+               enumerate([0.9, 0.6, 0.5, 0.4], start=1)]
+    (run / "metrics.json").write_text(json.dumps(history))
+    assert results.summary_record(run)["val_depth_teacher_abs_err"] == 0.4
+    assert results.summary_record(run, 3)["val_depth_teacher_abs_err"] == pytest.approx(0.5)
+    with pytest.raises(UserError, match="last_epochs is 5.*at most 4"):
+        results.summary_record(run, 5)
+
+
+def test_bad_plan_keys_name_the_key(tmp_path):
+    write_recipes(tmp_path)
+    for body, match in (("last_epochs: 0", "last_epochs must be an integer >= 1"),
+                        ("delta_m: nash", "delta_m must be one of libmtl, cagrad"),
+                        ("seeds: [0, 0]", "seeds must be a non-empty list of distinct")):
+        plan = tmp_path / "plan.yaml"
+        plan.write_text(f"out_dir: {tmp_path / 'out'}\n{body}\nruns:\n  - recipe: single.yaml\n")
+        with pytest.raises(UserError, match=match):
+            plans.load_plan(str(plan))
+    plan.write_text(f"out_dir: {tmp_path / 'out'}\nlast_epochs: 3\nruns:\n"
+                    "  - recipe: single.yaml\n")
+    with pytest.raises(UserError, match="last_epochs is 3, but run single trains 2 epochs"):
+        experiments.resolve_recipes(plans.load_plan(str(plan)))
 
 
 def test_a_plan_naming_a_missing_recipe_fails_before_training(tmp_path):
