@@ -70,8 +70,20 @@ def final_record(run_dir):
     return history[-1], history
 
 
+TEST_AT_BEST = "test_at_best"
+
+
 def summary_record(run_dir, last_epochs=1):
-    """The last epoch's record, or each value's mean over the last ``last_epochs`` epochs."""
+    """The last epoch's record, or each value's mean over the last ``last_epochs`` epochs.
+
+    ``last_epochs="test_at_best"``: the test split's metrics of the epoch the
+    held-out split chose (``RunDir.read_test_at_best``), keyed as validation logs.
+    """
+    if last_epochs == TEST_AT_BEST:
+        test = RunDir(run_dir).read_test_at_best()
+        if test is None:
+            raise UserError(f"{run_dir} has no {RunDir.TEST_AT_BEST}: run the plan again.")
+        return {f"val_{k}": v for k, v in test["metrics"].items()}
     history = RunDir(run_dir).read_history()
     if last_epochs > len(history):
         raise UserError(
@@ -323,6 +335,12 @@ def write_results(plan, recipes, wall_seconds=None):
     if last and last > 1:
         tables.append((f"mean_last_{last}", f"Mean of the last {last} epochs",
                        collect(plan, recipes, last, convention)))
+    if all(getattr(r.data, "val_source", "val") == "holdout" for r in recipes.values()):
+        monitors = sorted({r.output.monitor for r in recipes.values()})
+        tables.append((TEST_AT_BEST,
+                       f"Test split, at the epoch the held-out split chose "
+                       f"(best {', '.join(monitors)})",
+                       collect(plan, recipes, TEST_AT_BEST, convention)))
     seconds = 0.0
     for run in plan.runs:
         for seed in plan.seeds:
@@ -337,6 +355,9 @@ def write_results(plan, recipes, wall_seconds=None):
               f"Training time, all runs: {seconds / 60:.1f} min"
               + (f" (this invocation: {wall_seconds / 60:.1f} min)" if wall_seconds else "")
               + f" on {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}.\n\n")
+    if tables[-1][0] == TEST_AT_BEST:
+        header += ("The runs validate on a held-out part of train: the first tables are that "
+                   "held-out split, the last the test split.\n\n")
     text = header + "\n".join(f"### {title}\n\n{markdown(rows, convention)}"
                                for _, title, rows in tables)
     os.makedirs(plan.out_dir, exist_ok=True)

@@ -17,6 +17,8 @@ here::
     RUN_DIR/student.keras          the Student sub-model, at the end
     RUN_DIR/curves.png             training curves, at the end
     RUN_DIR/evaluation.json, .md   written by evaluate
+    RUN_DIR/test_at_best.json      with data.val_source: holdout, the test (val)
+                                   split's metrics of checkpoints/best.keras
     RUN_DIR/stage1_teacher/        Baseline-3's first stage (the same layout)
 
 Every file is written atomically (a temporary name, then a rename), so a
@@ -57,6 +59,7 @@ class RunDir:
     CURVES = "curves.png"
     EVALUATION = "evaluation.json"
     EVALUATION_TABLE = "evaluation.md"
+    TEST_AT_BEST = "test_at_best.json"
     STAGE1 = "stage1_teacher"
     LOCK = ".lock"
     FINAL_FILES = (MODEL, STUDENT, CURVES)
@@ -138,6 +141,33 @@ class RunDir:
     def write_evaluation(self, results, table, title):
         atomic_write_json(self.file(self.EVALUATION), results)
         atomic_write_text(self.file(self.EVALUATION_TABLE), f"{title}\n\n{table}")
+
+    def write_test_at_best(self, results, epoch, monitor):
+        """The test split's metrics of the epoch that ``monitor`` chose on the held-out split."""
+        atomic_write_json(self.file(self.TEST_AT_BEST),
+                          {"epoch": epoch, "monitor": monitor, "metrics": results})
+
+    def read_test_at_best(self):
+        """``{"epoch", "monitor", "metrics"}`` written by :meth:`write_test_at_best`, or ``None``."""
+        path = self.file(self.TEST_AT_BEST)
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    @property
+    def best_checkpoint(self):
+        return os.path.join(self.checkpoints, self.BEST)
+
+    def best_epoch(self, monitor):
+        """The epoch whose ``monitor`` value is the best one recorded (``None`` if unknown)."""
+        state = self.read_state()
+        if state is None:
+            return None
+        for record in self.read_history():
+            if record.get(monitor, record.get("loss")) == state["best"]:
+                return record["epoch"]
+        return None
 
     # === Checkpoints and resuming ===
 

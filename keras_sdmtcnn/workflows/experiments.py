@@ -88,16 +88,46 @@ def run_plan(plan, recipes, verbose=1):
         for run in plan.runs:
             done += 1
             run_dir = plan.run_dir(run.name, seed)
+            recipe = recipes[(run.name, seed)]
             if RunDir(run_dir).is_complete():
                 if verbose:
                     print(f"[{done}/{total}] {run.name} seed {seed}: finished earlier ({run_dir})")
-                continue
-            if verbose:
-                print(f"[{done}/{total}] {run.name} seed {seed}: training in {run_dir}")
-            recipe = recipes[(run.name, seed)]
-            recipe.output.verbose = verbose
-            fit(recipe, run_dir)
-            keras.backend.clear_session()
+            else:
+                if verbose:
+                    print(f"[{done}/{total}] {run.name} seed {seed}: training in {run_dir}")
+                recipe.output.verbose = verbose
+                fit(recipe, run_dir)
+                keras.backend.clear_session()
+            if recipe.data.val_source == "holdout" and RunDir(run_dir).read_test_at_best() is None:
+                test_at_selected_epoch(recipe, run_dir)
+                keras.backend.clear_session()
+
+
+def test_at_selected_epoch(recipe, run_dir):
+    """Scores the checkpoint the held-out split chose on the test split (``data.val_source: val``).
+
+    A run that validates on a held-out part of train keeps, in
+    ``checkpoints/best.keras``, the epoch that ``output.monitor`` found best
+    there; its test-split metrics are what a paper should quote.
+    """
+    import copy
+
+    from keras_sdmtcnn.data.datasets import build_datasets
+    from keras_sdmtcnn.models.saving import load_model
+
+    run = RunDir(run_dir)
+    monitor = recipe.output.monitor
+    epoch = run.best_epoch(monitor)
+    if epoch is None or not os.path.exists(run.best_checkpoint):
+        raise UserError(f"{run_dir}: no best checkpoint to score on the test split; "
+                        "train the run again (fit --overwrite).")
+    test_recipe = copy.deepcopy(recipe)
+    test_recipe.data.val_source = "val"
+    datasets, _ = build_datasets(test_recipe, verbose=False, splits=("val",))
+    model = load_model(run.best_checkpoint)
+    model.set_evaluation_convention(recipe.evaluation.convention)
+    results = model.evaluate(datasets["val"], return_dict=True, verbose=0)
+    run.write_test_at_best({k: float(v) for k, v in results.items()}, epoch, monitor)
 
 
 def run_experiments(plan_path, verbose=1, seeds=None, delta_m=None):

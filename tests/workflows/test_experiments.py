@@ -293,3 +293,35 @@ def test_feature_distillation_recipe_with_bad_teachers_fails_before_training(tmp
                          "--set", f"objective.feature_teachers={{depth: {teacher}}}")
     assert "was trained with data.image_size [64, 64], this recipe has [32, 32]" in result.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_holdout_plan_reports_the_test_split_at_the_chosen_epoch(tmp_path):
+    from fake_data import MTAN_SIZE, write_layout
+
+    H, W = MTAN_SIZE
+    root = tmp_path / "nyu"
+    write_layout(str(root), "nyuv2", n_train=6, n_val=2)
+    (tmp_path / "holdout.yaml").write_text(
+        f"data: {{format: nyuv2, root: {root}, image_size: [{H}, {W}], tasks: [depth], "
+        "val_source: holdout, holdout_fraction: 0.34}\n"
+        "model: {width_multiplier: 0.0625, bottleneck_filters: 64}\n"
+        "training: {epochs: 3, batch_size: 2}\n"
+        "output: {tensorboard: false}\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"out_dir: {tmp_path / 'out'}\nruns:\n  - name: h\n    recipe: holdout.yaml\n")
+    text = experiments.run_experiments(str(plan), verbose=0)
+    run = tmp_path / "out" / "h" / "seed-0"
+    test = json.loads((run / "test_at_best.json").read_text())
+    history = json.loads((run / "metrics.json").read_text())
+    chosen = min(history, key=lambda r: r["val_loss"])
+    assert test["epoch"] == chosen["epoch"] and test["monitor"] == "val_loss"
+    # Independently: the best checkpoint scored on the real val split.
+    from keras_sdmtcnn.workflows.evaluate import load_run
+
+    model, _, datasets = load_run(str(run / "checkpoints" / "best.keras"),
+                                  str(run / "recipe.yaml"), ["data.val_source=val"])
+    again = model.evaluate(datasets["val"], return_dict=True, verbose=0)
+    assert test["metrics"]["depth_teacher_abs_err"] == pytest.approx(
+        float(again["depth_teacher_abs_err"]), rel=1e-6)
+    assert "### Test split, at the epoch the held-out split chose (best val_loss)" in text
+    assert f"{test['metrics']['depth_teacher_abs_err']:.4f}" in text.split("### Test split")[1]
