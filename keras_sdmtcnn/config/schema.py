@@ -1,7 +1,7 @@
 """The recipe schema: typed dataclasses with defaults, and the checks types cannot make.
 
-A recipe has six sections (``data``, ``model``, ``objective``, ``training``,
-``output``, ``evaluation``) whose fields all have defaults; a YAML file only overrides
+A recipe has seven sections (``data``, ``model``, ``objective``, ``training``,
+``output``, ``evaluation``, ``speed``) whose fields all have defaults; a YAML file only overrides
 fields (``loading.py`` reads it). An unknown key, a value of the wrong type
 or an impossible value raises :class:`~keras_sdmtcnn.errors.UserError`
 naming the key path (``training.epochs``) and, for a misspelt key or
@@ -150,6 +150,18 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass
+class SpeedConfig:
+    """Speed-only switches: each changes how fast a step runs, never what it computes.
+
+    Turn one off to rule it out when something looks wrong.
+    """
+
+    xla: bool = False  # XLA-compile the train step (on CPUs slower for SegNet)
+    fused_batchnorm: bool = True  # TensorFlow's fused BatchNorm kernel (off under XLA)
+    matmul_conv_grad: bool = True  # 3x3 kernel gradients as matrix products (CPU)
+
+
+@dataclasses.dataclass
 class Recipe:
     name: str = "recipe"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -158,6 +170,7 @@ class Recipe:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    speed: SpeedConfig = dataclasses.field(default_factory=SpeedConfig)
 
 
 CHOICES = {

@@ -1,6 +1,7 @@
 """From recipe sections to objects: the model, its optimizer and its objective."""
 
 from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.models import kernels
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
 from keras_sdmtcnn.training.objectives import get_objective
 from keras_sdmtcnn.training.optimizers import SGD, FusedAdam, FusedAdamW
@@ -100,7 +101,21 @@ def compiled_model(recipe, num_classes, ignore_label, replicas=1, teacher_runs=N
     model.compile(build_optimizer(recipe.training, adaptor_learning_rates(model, recipe)),
                   build_objective(recipe.objective),
                   convention=recipe.evaluation.convention)
+    apply_speed(model, recipe.speed)
     return model
+
+
+def apply_speed(model, speed):
+    """The recipe's ``speed`` switches, for a built or loaded model (before its first step).
+
+    Under XLA the fused BatchNorm kernel is off: XLA's CPU compiler cannot
+    evaluate the fused op's inference form (``batch-norm-inference``), and
+    Keras' own BatchNorm computes the same. The evaluation step never uses
+    XLA (``MultiTaskTrainer.make_test_function``).
+    """
+    kernels.configure(fused_batchnorm=speed.fused_batchnorm and not speed.xla,
+                      matmul_conv_grad=speed.matmul_conv_grad)
+    model.jit_compile = bool(speed.xla)
 
 
 def adaptor_learning_rates(model, recipe):

@@ -15,6 +15,17 @@ from keras import layers, ops
 
 from keras_sdmtcnn import PACKAGE
 
+# Which kernels apply (recipe keys speed.fused_batchnorm and
+# speed.matmul_conv_grad, set by ``configure``). Read when a graph is
+# traced; switched off, a layer computes exactly as its Keras parent, so
+# saved models do not depend on it.
+ENABLED = {"fused_batchnorm": True, "matmul_conv_grad": True}
+
+
+def configure(fused_batchnorm=True, matmul_conv_grad=True):
+    """Turns the speed kernels on or off for graphs traced from now on."""
+    ENABLED.update(fused_batchnorm=bool(fused_batchnorm), matmul_conv_grad=bool(matmul_conv_grad))
+
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class FusedBatchNormalization(layers.BatchNormalization):
@@ -48,9 +59,10 @@ class FusedBatchNormalization(layers.BatchNormalization):
                 x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
             )[:3]
             # The op returns the unbiased (Bessel-corrected) batch variance;
-            # Keras' moving variance follows the biased one.
-            count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), "float32")
-            variance = variance * ((count - 1.0) / tf.maximum(count, 1.0))
+            # Keras' moving variance follows the biased one. With a static
+            # shape the factor is a constant (computed in float32 as the
+            # graph would: the same bits, a dozen fewer ops per layer to trace).
+            variance = variance * _biased_variance_factor(x)
             m = self.momentum
             self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
             self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
@@ -63,7 +75,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
     def _fusable(self, inputs, mask):
         return (
-            keras.backend.backend() == "tensorflow"
+            ENABLED["fused_batchnorm"]
+            and keras.backend.backend() == "tensorflow"
             and mask is None
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
@@ -71,6 +84,18 @@ class FusedBatchNormalization(layers.BatchNormalization):
             and not self.renorm
             and self.epsilon >= 1.001e-5  # the fused op's minimum
         )
+
+
+def _biased_variance_factor(x):
+    """``(n - 1) / max(n, 1)`` for the ``n`` values per channel of ``x``, in float32."""
+    import numpy as np
+    import tensorflow as tf
+
+    if None not in x.shape[:3]:
+        n = np.float32(np.prod(x.shape[:3]))
+        return np.float32((n - np.float32(1.0)) / max(n, np.float32(1.0)))
+    count = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), "float32")
+    return (count - 1.0) / tf.maximum(count, 1.0)
 
 
 # A convolution's kernel gradient goes through matrix products only where
@@ -117,7 +142,8 @@ class MatmulGradConv2D(layers.Conv2D):
 
     def _matmul_grad_applies(self, inputs):
         return (
-            keras.backend.backend() == "tensorflow"
+            ENABLED["matmul_conv_grad"]
+            and keras.backend.backend() == "tensorflow"
             and not _has_gpu()
             and len(inputs.shape) == 4
             and self.data_format == "channels_last"

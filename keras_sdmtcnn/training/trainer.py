@@ -168,15 +168,30 @@ class MultiTaskTrainer(keras.Model):
             metric.update_state(y[task], y_pred[output_name(task, branch)])
         return _for_keras_reduction(self.get_metrics_result())
 
+    def make_test_function(self, force=False):
+        # The split metrics use shapes known only at run time (boolean
+        # masks, bincounts), which XLA cannot compile: the test step always
+        # runs as a plain graph, whatever jit_compile says for training.
+        jit_compile = self.jit_compile
+        self.jit_compile = False
+        try:
+            return super().make_test_function(force)
+        finally:
+            self.jit_compile = jit_compile
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras (TF backend) reduces a whole (x, {task: y}) batch with one
-        # strategy.reduce before building; MultiWorkerMirroredStrategy rejects
-        # that nested structure. This model is built at construction and
-        # compile() creates its metrics, so only the optimizer needs building,
-        # which needs no data: build it under the strategy without the batch.
-        if getattr(self, "_distribute_strategy", None) is None:
-            return
-        with self.distribute_strategy.scope():
+        # Keras (TF backend) builds the model and optimizer from a symbolic
+        # batch here. This model is built at construction and compile()
+        # creates its metrics, so only the optimizer needs building, which
+        # needs no data. Two reasons to do it here ourselves, eagerly:
+        # - Keras reduces a whole (x, {task: y}) batch with one
+        #   strategy.reduce first, which MultiWorkerMirroredStrategy rejects;
+        # - without a strategy Keras would skip it, and the optimizer's
+        #   ~800 slot variables were then created inside the first traced
+        #   step, each lifted out of the graph behind a tf.cond: about 30 s
+        #   of the demo's first step (bench: "time to first train step").
+        strategy = getattr(self, "_distribute_strategy", None) or tf.distribute.get_strategy()
+        with strategy.scope():
             if self.optimizer is not None and not self.optimizer.built:
                 self.optimizer.build(self.trainable_variables)
 

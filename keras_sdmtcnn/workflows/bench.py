@@ -3,6 +3,9 @@
 Measures, each as a median over ``--steps`` repetitions after warm-up, and
 writes JSON plus a readable table:
 
+- start-up: the time to the first train step and to the first evaluation
+  step of the model ``fit`` builds (tracing, graph optimisation, kernel
+  set-up: what dominates small runs), beside the steady step;
 - parameters and forward FLOPs of the full model, Teacher and Student;
 - train step seconds and samples/s for ``teacher_only``, ``separate`` and
   ``ensemble``, and the convolution throughput that the ``separate`` step
@@ -99,11 +102,13 @@ def _model_and_batch(recipe):
 
 
 def _compile(model, recipe, objective, jit_compile=False):
-    from keras_sdmtcnn.models.builders import build_optimizer
+    import dataclasses
+
+    from keras_sdmtcnn.models.builders import apply_speed, build_optimizer
     from keras_sdmtcnn.training.objectives import get_objective
 
-    model.compile(build_optimizer(recipe.training), get_objective(objective),
-                  jit_compile=jit_compile)
+    model.compile(build_optimizer(recipe.training), get_objective(objective))
+    apply_speed(model, dataclasses.replace(recipe.speed, xla=recipe.speed.xla or jit_compile))
 
 
 def _step_seconds(model, recipe, batch, objective, steps, jit_compile=False):
@@ -123,6 +128,36 @@ def _fresh_process(module, arguments, env=None, verbose=0):
                             f"{(done.stderr or '')[-2000:]}")
         with open(path) as f:
             return json.load(f)
+
+
+def first_steps(recipe, steps=3):
+    """Seconds of the first train step, the first evaluation step, and the steady train step.
+
+    The model is the one ``fit`` builds (``compiled_model``), in a process
+    that has traced nothing yet, so the first steps pay what a fresh ``fit``
+    pays before its progress bar moves.
+    """
+    import keras
+
+    from keras_sdmtcnn.data.datasets import build_datasets
+    from keras_sdmtcnn.models.builders import compiled_model
+
+    datasets, info = build_datasets(recipe, verbose=False)
+    batch = next(iter(datasets["train"]))
+    val_batch = next(iter(datasets["val"]))
+    keras.utils.set_random_seed(recipe.training.seed)
+    model = compiled_model(recipe, info.num_classes, info.ignore_label)
+    started = time.perf_counter()
+    model.train_on_batch(*batch)
+    first_train = time.perf_counter() - started
+    started = time.perf_counter()
+    model.test_on_batch(*val_batch)
+    first_eval = time.perf_counter() - started
+    steady = median_seconds(lambda: model.train_on_batch(*batch), steps, warmup=1)
+    del model
+    keras.backend.clear_session()
+    return {"first_train_step_s": first_train, "first_eval_step_s": first_eval,
+            "steady_train_step_s": steady}
 
 
 def train_step_only(recipe_path, overrides=(), steps=3, jit_compile=False):
@@ -173,6 +208,12 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
         say(f"separate step, each in a fresh process: default {default:.3f} s, glibc no trim "
             f"{no_trim:.3f} s ({no_trim / default:.2f}x), XLA {xla:.3f} s ({xla / default:.2f}x)")
 
+    say("start-up: time to the first train and evaluation steps ...")
+    out["start_up"] = first_steps(recipe, steps)
+    say(f"first train step {out['start_up']['first_train_step_s']:.1f} s, first evaluation "
+        f"step {out['start_up']['first_eval_step_s']:.1f} s; steady train step "
+        f"{out['start_up']['steady_train_step_s']:.3f} s")
+
     model, batch, datasets = _model_and_batch(recipe)
     out["size"] = model_size(model)
     say(f"parameters: Teacher {out['size']['teacher']['params']:,}, Student "
@@ -217,7 +258,11 @@ def table(result):
     """The figures as Markdown: a summary table, then the latency rows."""
     m, steps = result["machine"], result["train_step"]
     conv, size = result["conv_throughput"], result["size"]
+    start = result["start_up"]
     rows = [
+        ("time to first train step / first evaluation step (fit's model, fresh)",
+         f"{start['first_train_step_s']:.1f} / {start['first_eval_step_s']:.1f} s "
+         f"(steady train step {start['steady_train_step_s']:.3f} s)"),
         ("parameters, Teacher / Student / full",
          f"{size['teacher']['params']:,} / {size['student']['params']:,} / "
          f"{size['full']['params']:,}"),

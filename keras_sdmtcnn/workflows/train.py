@@ -110,7 +110,7 @@ def _fit(recipe, run_dir, overwrite):
 
     from keras_sdmtcnn.data.datasets import build_datasets
     from keras_sdmtcnn.io import atomic_save_model
-    from keras_sdmtcnn.models.builders import compiled_model
+    from keras_sdmtcnn.models.builders import apply_speed, compiled_model
     from keras_sdmtcnn.models.saving import load_model
     from keras_sdmtcnn.runs.reporting import plot_curves
     from keras_sdmtcnn.training import distribute
@@ -149,6 +149,7 @@ def _fit(recipe, run_dir, overwrite):
         with strategy.scope():
             if state is not None:
                 model = load_model(state["path"])
+                apply_speed(model, recipe.speed)
             else:
                 model = compiled_model(recipe, info.num_classes, info.ignore_label, replicas,
                                        teacher_runs)

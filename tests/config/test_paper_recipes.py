@@ -14,7 +14,7 @@ from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
 PAPER = os.path.join(REPO, "recipes", "paper")
 RECIPES = sorted(p for p in glob.glob(os.path.join(PAPER, "*", "*.yaml"))
                  if not p.endswith("plan.yaml"))
-PLANS = sorted(glob.glob(os.path.join(PAPER, "*", "plan.yaml")))
+PLANS = sorted(glob.glob(os.path.join(PAPER, "*", "*plan.yaml")))
 NUM_CLASSES = {"nyuv2": 13, "nyuv2_2task": 13, "cityscapes": 7, "mini_taskonomy": 18,
                "synthetic": 7}
 

@@ -265,3 +265,43 @@ def test_mixed_precision_keeps_outputs_and_losses_float32():
         assert np.isfinite(logs["loss"])
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
+
+
+def test_xla_trains_the_demo_model_and_matches_the_graph_step(tmp_path):
+    # speed.xla: the train step is XLA-compiled (the fused BatchNorm kernel
+    # off, the evaluation step a plain graph); one step from the same weights
+    # gives the same loss as without XLA.
+    import keras
+    from conftest import random_batch
+
+    from keras_sdmtcnn.config import recipe_from_dict
+    from keras_sdmtcnn.models.builders import compiled_model
+    from keras_sdmtcnn.models.kernels import ENABLED
+
+    recipe = recipe_from_dict({
+        "data": {"tasks": ["semantic", "depth", "normal"], "image_size": [32, 32]},
+        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64,
+                  "encoder_depths": [1, 1, 1, 1]},
+        "speed": {"xla": True},
+    })
+    x, y = random_batch(["semantic", "depth", "normal"], num_classes=7, ignore_label=0)
+    keras.utils.set_random_seed(0)
+    model = compiled_model(recipe, 7, 0)
+    assert model.jit_compile and not ENABLED["fused_batchnorm"]
+    start = model.get_weights()
+    xla_logs = model.train_on_batch(x, y, return_dict=True)
+    evaluation = model.evaluate(x, y, return_dict=True, verbose=0)
+    assert np.isfinite(evaluation["depth_teacher_abs_err"])
+    plain = compiled_model(recipe_from_dict(_plain(recipe)), 7, 0)
+    assert not plain.jit_compile and ENABLED["fused_batchnorm"]
+    plain.set_weights(start)
+    plain_logs = plain.train_on_batch(x, y, return_dict=True)
+    assert xla_logs["loss"] == pytest.approx(plain_logs["loss"], rel=1e-4)
+
+
+def _plain(recipe):
+    from keras_sdmtcnn.config import recipe_to_dict
+
+    values = recipe_to_dict(recipe)
+    values["speed"] = {"xla": False}
+    return values

@@ -33,7 +33,12 @@ def test_bench_runs_on_a_tiny_recipe_and_writes_every_field(tmp_path):
     bench, result = _bench(tmp_path, "--quick")
     assert set(bench) >= {"machine", "size", "train_step", "conv_throughput", "latency",
                           "evaluation_samples_per_s", "input_pipeline_samples_per_s",
-                          "peak_memory_mb"}
+                          "peak_memory_mb", "start_up"}
+    start = bench["start_up"]
+    # The first steps include tracing: longer than a steady step.
+    assert start["first_train_step_s"] > start["steady_train_step_s"] > 0
+    assert start["first_eval_step_s"] > 0
+    assert "| time to first train step / first evaluation step" in result.stdout
     assert "xla" not in bench and "allocator" not in bench
     assert {"cpu", "cores", "tensorflow", "keras"} <= set(bench["machine"])
     for name in ("teacher_only", "separate", "ensemble"):
