@@ -9,8 +9,9 @@ keypoints and edges. Each tile is the model's input size, enlarged by an
 integer factor (nearest) when narrower than 128 pixels; a caption strip tops
 each row (``runs/pictures.py`` draws them).
 
-An image of another size is resized to the model's input size, and a grey or
-RGBA image is converted to RGB; both are said on the console.
+An image of another size is resized to the model's input size, a grey or
+RGBA image is converted to RGB, and a 16-bit image is scaled to 8 bits
+(not clipped); each is said on the console.
 """
 
 import os
@@ -46,6 +47,12 @@ def read_image(path, size, say=print):
     try:
         with Image.open(path) as image:
             image.load()
+            if image.mode.startswith("I;16") or image.mode == "I":
+                # A 16-bit PNG: scale to 8 bits (Pillow's RGB conversion would clip).
+                values = np.asarray(image, dtype=np.float64)
+                grey = np.clip(np.round(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+                say(f"{path}: 16-bit {image.mode} image scaled to 8 bits")
+                image = Image.fromarray(grey, "L")
             if image.mode != "RGB":
                 say(f"{path}: {image.mode} image converted to RGB")
                 image = image.convert("RGB")

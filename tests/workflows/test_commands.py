@@ -86,6 +86,27 @@ def test_evaluate_mtan_convention_is_the_mean_of_per_batch_values(finished_run, 
                                rtol=1e-4)
 
 
+def test_commands_hide_tensorflow_native_logs_unless_verbose():
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    def model_size(*extra):
+        env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+        return subprocess.run(
+            [sys.executable, "-m", "keras_sdmtcnn.model_size", "--width-multiplier", "0.0625",
+             *extra], cwd=REPO, env={**env, "PYTHONPATH": REPO}, capture_output=True,
+            text=True, timeout=300)
+
+    quiet = model_size()
+    assert quiet.returncode == 0 and "full" in quiet.stdout
+    assert quiet.stderr == "", quiet.stderr  # no oneDNN, CUDA or absl lines
+    loud = model_size("--verbose")
+    assert loud.returncode == 0 and "oneDNN" in loud.stderr
+
+
 def test_bad_recipe_key_is_one_clear_line(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("training:\n  epohcs: 3\n")
@@ -133,3 +154,18 @@ def test_png_with_corrupt_pixel_data_fails_cleanly(tmp_path):
     assert "probably corrupt" in result.stderr and str(root) in result.stderr
     assert "Traceback" not in result.stderr
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
+
+
+def test_predict_scales_16_bit_images_instead_of_clipping(tmp_path):
+    from PIL import Image
+
+    from keras_sdmtcnn.workflows.predict import read_image
+
+    values = np.array([[0, 257 * 100, 65535, 1000]], np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    said = []
+    raw = read_image(str(path), (1, 4), said.append)
+    assert raw.shape == (1, 4, 3) and raw.dtype == np.uint8
+    np.testing.assert_array_equal(raw[0, :, 0], [0, 100, 255, 4])  # 1000 / 257 = 3.9
+    assert any("16-bit" in s for s in said)
