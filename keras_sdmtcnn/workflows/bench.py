@@ -154,7 +154,6 @@ def first_steps(recipe, steps=3):
     model.test_on_batch(*val_batch)
     first_eval = time.perf_counter() - started
     steady = median_seconds(lambda: model.train_on_batch(*batch), steps, warmup=1)
-    del model
     keras.backend.clear_session()
     return {"first_train_step_s": first_train, "first_eval_step_s": first_eval,
             "steady_train_step_s": steady}

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_sdmtcnn.config import load_recipe, recipe_from_dict
-from keras_sdmtcnn.config import schema
+from keras_sdmtcnn.config import load_recipe, recipe_from_dict, schema
 from keras_sdmtcnn.errors import UserError
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(schema.Recipe)}

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
+
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs.rundir import RunDir
 
