@@ -235,6 +235,21 @@ def log_key(task, branch, metric, split=None):
     return f"{split}_{key}" if split and split != "train" else key
 
 
+def monitor_higher_is_better(key):
+    """Direction of a logged value: a task metric's (``val_semantic_teacher_miou``: up), else down.
+
+    Loss terms and anything that is not ``[val_]{task}_{branch}_{metric}``
+    are minimised.
+    """
+    name = key[4:] if key.startswith("val_") else key
+    for task, spec in TASKS.items():
+        for branch in BRANCHES:
+            prefix = f"{task}_{branch}_"
+            if name.startswith(prefix) and name[len(prefix):] in spec.metric_keys:
+                return spec.higher_is_better(name[len(prefix):])
+    return False
+
+
 def serving_output_names(tasks):
     """Every output name of an exported model of ``tasks``, in order."""
     return [name for task in tasks for name in get_task(task).serving_outputs()]

@@ -7,7 +7,7 @@ import keras
 
 from keras_sdmtcnn.data.preprocessing import to_raw_pixels
 from keras_sdmtcnn.runs.reporting import epoch_line
-from keras_sdmtcnn.tasks import BRANCHES
+from keras_sdmtcnn.tasks import BRANCHES, monitor_higher_is_better
 from keras_sdmtcnn.training.metrics import warn_empty
 
 
@@ -56,8 +56,11 @@ class RunRecorder(keras.callbacks.Callback):
         super().__init__()
         self.run_dir = run_dir
         self.monitor = monitor
+        # A task metric that is better higher (mIoU) is maximised; losses and
+        # errors are minimised.
+        self.maximize = monitor_higher_is_better(monitor)
         self.history = list(history or [])
-        self.best = math.inf if best is None else best
+        self.best = (-math.inf if self.maximize else math.inf) if best is None else best
         self.bad_term = None
         self._warned = set()
 
@@ -81,7 +84,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.history.append(record)
         self.run_dir.write_history(self.history)
         value = record.get(self.monitor, record.get("loss"))
-        improved = value < self.best
+        improved = value > self.best if self.maximize else value < self.best
         if improved:
             self.best = value
         self.run_dir.save_checkpoint(self.model, epoch + 1, self.best, self.monitor, improved)

@@ -80,6 +80,31 @@ def _train_stage1(recipe, run_dir, overwrite):
     return stage1.path
 
 
+def logged_names(model):
+    """Every value ``fit`` logs per epoch for ``model``: loss terms and validation metrics."""
+    from keras_sdmtcnn.tasks import get_task, log_key
+
+    terms = list(model.objective.term_names(model.tasks)) + list(model.extra_term_names())
+    names = terms + [f"val_{t}" for t in terms]
+    for task in model.tasks:
+        for branch in model.branches:
+            names += [log_key(task, branch, m, "val") for m in get_task(task).metric_keys]
+    return names
+
+
+def check_monitor(monitor, model):
+    """``output.monitor`` must be a value the run logs; the closest one is suggested."""
+    import difflib
+
+    names = logged_names(model)
+    if monitor not in names:
+        close = difflib.get_close_matches(monitor, names, n=1)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise UserError(
+            f"output.monitor is {monitor!r}, which this run does not log, so no checkpoint "
+            f"would be chosen by it.{hint} It logs: {', '.join(sorted(names))}.")
+
+
 def fit(recipe, run_dir=None, overwrite=False):
     """Trains the recipe's model; returns ``(model, history, run_dir)``.
 
@@ -154,6 +179,7 @@ def _fit(recipe, run_dir, overwrite):
                 model = compiled_model(recipe, info.num_classes, info.ignore_label, replicas,
                                        teacher_runs)
         tasks = list(recipe.data.tasks)
+        check_monitor(recipe.output.monitor, model)
         recorder = RunRecorder(run_dir, recipe.output.monitor, history, best)
         callbacks = [recorder, ProgressLogger(tasks, training.epochs, info.steps_per_epoch,
                                               verbose)]

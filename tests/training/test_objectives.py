@@ -148,3 +148,26 @@ def test_objectives_serialise_and_reject_bad_values():
         objectives.get_objective("seperate")
     with pytest.raises(ValueError, match="kd_weight"):
         objectives.SeparateObjective(kd_weight=-1)
+
+
+def test_output_monitor_must_be_a_logged_name_and_metrics_keep_their_direction():
+    import keras
+    from conftest import tiny_model
+
+    from keras_sdmtcnn.errors import UserError
+    from keras_sdmtcnn.tasks import monitor_higher_is_better
+    from keras_sdmtcnn.workflows.train import check_monitor, logged_names
+
+    model = tiny_model(["semantic", "depth"])
+    model.compile(keras.optimizers.Adam(1e-3), objectives.get_objective("separate"))
+    names = logged_names(model)
+    assert {"loss", "val_loss", "val_semantic_teacher_miou", "val_depth_student_abs_err",
+            "semantic_kd_loss"} <= set(names)
+    check_monitor("val_semantic_student_miou", model)
+    with pytest.raises(UserError, match="Did you mean val_semantic_teacher_miou"):
+        check_monitor("val_semantic_teacher_mIoU", model)
+    with pytest.raises(UserError, match="Did you mean val_loss"):
+        check_monitor("val_los", model)
+    assert monitor_higher_is_better("val_semantic_teacher_miou")
+    assert not monitor_higher_is_better("val_depth_teacher_abs_err")
+    assert not monitor_higher_is_better("val_loss")
