@@ -33,14 +33,52 @@ def _resume_state(run_dir, recipe, overwrite):
         return None
     previous = run_dir.recipe_dict()
     if previous is not None:
-        current = recipe_to_dict(recipe)
-        if {k: v for k, v in previous.items() if k != "output"} != {
-                k: v for k, v in current.items() if k != "output"}:
+        changes = recipe_changes(previous, recipe_to_dict(recipe))
+        if changes:
             raise UserError(
-                f"{run_dir.path} holds an unfinished run of a different recipe: resume it "
-                "with the same recipe, choose another --run-dir, or pass --overwrite."
-            )
+                f"{run_dir.path} holds an unfinished run of a different recipe: "
+                f"{'; '.join(changes)}. To go on with it, resume with its own recipe "
+                f"({run_dir.recipe_path}); otherwise choose another --run-dir, or pass "
+                "--overwrite to start it afresh.")
     return state
+
+
+# Sections that may change between a run's start and its resume: where
+# output goes and how fast steps run do not change what is trained.
+RESUMABLE_SECTIONS = ("output", "speed")
+
+
+def recipe_changes(previous, current):
+    """``["training.epochs was 10, now 20", ...]``: the keys whose values differ.
+
+    ``previous`` is a run's saved recipe; keys it lacks (a recipe written by
+    an older version) take their defaults, as they did then.
+    """
+    from keras_sdmtcnn.config import recipe_from_dict, recipe_to_dict
+
+    try:
+        previous = recipe_to_dict(recipe_from_dict(previous))
+    except UserError:
+        pass
+
+    def flat(values, prefix=""):
+        out = {}
+        for key, value in values.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and key not in ("task_weights", "feature_teachers",
+                                                       "feature_weights"):
+                out.update(flat(value, f"{path}."))
+            else:
+                out[path] = value
+        return out
+
+    old, new = flat(previous), flat(current)
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if key.split(".")[0] in RESUMABLE_SECTIONS or old.get(key) == new.get(key):
+            continue
+        changes.append(f"{key} was {old.get(key)!r}, now {new.get(key)!r}")
+    return changes
 
 
 def check_teachers(recipe):

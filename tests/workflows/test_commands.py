@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from conftest import run_command
 
 
@@ -169,3 +170,34 @@ def test_predict_scales_16_bit_images_instead_of_clipping(tmp_path):
     assert raw.shape == (1, 4, 3) and raw.dtype == np.uint8
     np.testing.assert_array_equal(raw[0, :, 0], [0, 100, 255, 4])  # 1000 / 257 = 3.9
     assert any("16-bit" in s for s in said)
+
+
+def test_resuming_with_a_different_recipe_names_every_changed_key(tmp_path):
+    import json as _json
+
+    from keras_sdmtcnn.config import recipe_from_dict, recipe_to_dict
+    from keras_sdmtcnn.errors import UserError
+    from keras_sdmtcnn.runs.rundir import RunDir
+    from keras_sdmtcnn.workflows.train import _resume_state, recipe_changes
+
+    old = recipe_from_dict({"training": {"epochs": 10, "learning_rate": 0.001}})
+    run = RunDir(tmp_path / "run")
+    run.save_recipe(old)
+    (tmp_path / "run" / "checkpoints").mkdir()
+    (tmp_path / "run" / "checkpoints" / "epoch-0001.keras").write_bytes(b"x")
+    (tmp_path / "run" / "checkpoints" / "state.json").write_text(
+        _json.dumps({"epoch": 1, "best": 1.0, "checkpoint": "epoch-0001.keras"}))
+    new = recipe_from_dict({"training": {"epochs": 20, "learning_rate": 0.002},
+                            "output": {"verbose": 0}, "speed": {"xla": True}})
+    with pytest.raises(UserError) as caught:
+        _resume_state(run, new, overwrite=False)
+    message = str(caught.value)
+    assert "training.epochs was 10, now 20" in message
+    assert "training.learning_rate was 0.001, now 0.002" in message
+    assert "output" not in message.split(":")[1] and "speed.xla" not in message
+    assert "--overwrite" in message and "recipe.yaml" in message
+    # The same recipe resumes; so does a recipe saved before sections existed.
+    assert _resume_state(run, old, overwrite=False)["epoch"] == 1
+    legacy = recipe_to_dict(old)
+    del legacy["evaluation"], legacy["speed"], legacy["objective"]["feature_levels"]
+    assert recipe_changes(legacy, recipe_to_dict(old)) == []
