@@ -14,6 +14,7 @@ on are not shown. ``--verbose`` anywhere on the command line (or
 
 import argparse
 import atexit
+import errno
 import importlib
 import logging
 import os
@@ -112,6 +113,21 @@ def _quiet(argv):
     return argv
 
 
+_OS_ADVICE = {
+    errno.ENOSPC: "The disk is full: free space (or choose another output folder) and run "
+                  "the command again; a run resumes from its last checkpoint.",
+    errno.EDQUOT: "The disk quota is exceeded: free space and run the command again.",
+    errno.EROFS: "That file system is read-only: choose an output folder you can write to.",
+    errno.EACCES: "Permission denied: choose a folder you can write to, or fix its permissions.",
+    errno.EPERM: "Operation not permitted: choose a folder you can write to.",
+    errno.EEXIST: "A file is in the way where a folder is needed: remove it or choose "
+                  "another path.",
+    errno.ENOTDIR: "A file is in the way where a folder is needed: remove it or choose "
+                   "another path.",
+    errno.EISDIR: "A folder is where a file is needed: choose a file path.",
+}
+
+
 def run(main_fn, argv=None):
     """Calls ``main_fn(argv)``; a UserError prints ``error: ...`` and exits with 2.
 
@@ -122,6 +138,17 @@ def run(main_fn, argv=None):
         main_fn(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:
+        # The operating system refused a file operation: a full disk, a
+        # read-only or permission-denied folder, a file where a folder must
+        # be. Every write goes to a temporary name first, so nothing
+        # complete was replaced by a partial file.
+        advice = _OS_ADVICE.get(e.errno)
+        if advice is None:
+            raise
+        where = e.filename or "a file"
+        print(f"error: {where}: {e.strerror}. {advice}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -29,10 +29,26 @@ def load_model(path, compile=True):
     """Loads a ``.keras`` file written by this library (any version)."""
     import keras
 
+    import zipfile
+
     register_all()
+    path = str(path)
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist: is it a finished run's model file?")
-    return keras.models.load_model(path, compile=compile)
+    # A .keras file is a zip archive; a truncated or overwritten one is not
+    # (Keras would call it "not found").
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"{path} is not a valid .keras model file (truncated or corrupt). Use another "
+            "checkpoint of the run (checkpoints/last.keras or best.keras), or train it again.")
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except (ValueError, KeyError, OSError, TypeError, zipfile.BadZipFile) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path} could not be loaded as a model ({first[:200]}). It may be corrupt or "
+            "written by an incompatible version; use another checkpoint of the run, or "
+            "train it again.") from None
 
 
 def load_model_config(path):

@@ -62,15 +62,20 @@ class RunRecorder(keras.callbacks.Callback):
         self.history = list(history or [])
         self.best = (-math.inf if self.maximize else math.inf) if best is None else best
         self.bad_term = None
+        self.finite_before = False  # whether the bad term was finite at an earlier step
+        self._seen_finite = set()
         self._warned = set()
 
     def _check(self, logs):
         bad = sorted((k for k, v in (logs or {}).items()
                       if k.endswith("loss") and not math.isfinite(float(v))),
                      key=lambda k: (k == "loss", k))
-        if bad:
+        if bad and self.bad_term is None:
             self.bad_term = bad[0]
+            self.finite_before = bad[0] in self._seen_finite
             self.model.stop_training = True
+        self._seen_finite.update(k for k, v in (logs or {}).items()
+                                 if k.endswith("loss") and math.isfinite(float(v)))
         return not bad
 
     def on_train_batch_end(self, batch, logs=None):

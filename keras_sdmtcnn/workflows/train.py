@@ -118,6 +118,26 @@ def _train_stage1(recipe, run_dir, overwrite):
     return stage1.path
 
 
+def nonfinite_message(recorder, run_dir):
+    """What a NaN/Inf stop says: the term, the checkpoint that exists, advice for the cause."""
+    state = run_dir.read_state()
+    if state is not None:
+        where = (f"The last good checkpoint (epoch {state['epoch']}) is {state['path']}; "
+                 "running the command again resumes from it.")
+    else:
+        where = "No epoch had finished, so there is no checkpoint."
+    if recorder.finite_before:
+        advice = ("It was finite at earlier steps: either a file met now holds NaN or Inf "
+                  "(check with `python -m keras_sdmtcnn.data check`), or training diverged: "
+                  "then lower training.learning_rate.")
+    else:
+        advice = ("It was never finite, so the inputs are likely at fault: run "
+                  "`python -m keras_sdmtcnn.data check` on the dataset and check the "
+                  "targets of that task for NaN or Inf.")
+    return (f"Training stopped: the loss term {recorder.bad_term!r} became NaN or Inf. "
+            f"{where} {advice}")
+
+
 def logged_names(model):
     """Every value ``fit`` logs per epoch for ``model``: loss terms and validation metrics."""
     from keras_sdmtcnn.tasks import get_task, log_key
@@ -247,12 +267,7 @@ def _fit(recipe, run_dir, overwrite):
                 verbose=0,
             )
         if recorder.bad_term is not None:
-            raise UserError(
-                f"Training stopped: the loss term {recorder.bad_term!r} became NaN or "
-                f"Inf. The last good checkpoint is "
-                f"{os.path.join(run_dir.checkpoints, RunDir.LAST)}. "
-                "Lower training.learning_rate or check the data of that task."
-            )
+            raise UserError(nonfinite_message(recorder, run_dir))
         atomic_save_model(model, run_dir.model_path)
         atomic_save_model(model.student_model(), run_dir.student_path)
         plot_curves(recorder.history, tasks, run_dir.file(RunDir.CURVES))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -234,8 +235,11 @@ def test_nan_loss_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_p
         "output": {"verbose": 0, "tensorboard": False},
     })
     run_dir = tmp_path / "run"
-    with pytest.raises(UserError, match=r"the loss term 'normal_\w+_loss' became NaN"):
+    with pytest.raises(UserError, match=r"the loss term 'normal_\w+_loss' became NaN") as caught:
         fit(recipe, str(run_dir))
+    # It names a checkpoint that exists, and says how to go on.
+    named = re.search(r"is (\S+\.keras);", str(caught.value)).group(1)
+    assert os.path.isfile(named) and "resumes from it" in str(caught.value)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     # The pipeline may have read ahead the clean files of epoch 2 before they
     # were poisoned: the NaN epoch is 2 or 3, and it is neither saved nor recorded.
@@ -305,3 +309,33 @@ def _plain(recipe):
     values = recipe_to_dict(recipe)
     values["speed"] = {"xla": False}
     return values
+
+
+def test_an_inf_loss_from_the_first_step_stops_without_a_checkpoint(tmp_path):
+    from fake_data import MTAN_SIZE, write_layout
+
+    from keras_sdmtcnn.config import recipe_from_dict
+    from keras_sdmtcnn.errors import UserError
+    from keras_sdmtcnn.workflows.train import fit
+
+    H, W = MTAN_SIZE
+    root = str(tmp_path / "nyu")
+    write_layout(root, "nyuv2", n_train=2, n_val=2)
+    for i in range(2):  # depth targets of 1e38: the L1 loss overflows to Inf
+        np.save(os.path.join(root, "train", "depth", f"{i}.npy"),
+                np.full((H, W, 1), 3e38, "float32"))
+    recipe = recipe_from_dict({
+        "data": {"format": "nyuv2", "root": root, "image_size": [H, W],
+                 "tasks": ["semantic", "depth"]},
+        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64},
+        "training": {"epochs": 2, "batch_size": 2},
+        "output": {"verbose": 0, "tensorboard": False},
+    })
+    with pytest.raises(UserError) as caught:
+        fit(recipe, str(tmp_path / "run"))
+    message = str(caught.value)
+    assert re.search(r"the loss term '(depth_\w+_loss|loss)' became NaN or Inf", message)
+    assert "No epoch had finished, so there is no checkpoint" in message
+    assert "never finite" in message and "data check" in message
+    assert not (tmp_path / "run" / "checkpoints" / "state.json").exists()
+    assert not (tmp_path / "run" / "model.keras").exists()

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_command
+from conftest import REPO, run_command
 
 
 def test_fit_writes_the_run_directory_and_learns(finished_run):
@@ -201,3 +201,42 @@ def test_resuming_with_a_different_recipe_names_every_changed_key(tmp_path):
     legacy = recipe_to_dict(old)
     del legacy["evaluation"], legacy["speed"], legacy["objective"]["feature_levels"]
     assert recipe_changes(legacy, recipe_to_dict(old)) == []
+
+
+REPO_FIXTURE = f"{REPO}/tests/fixtures/legacy_run_v0_1"
+
+BAD_INPUTS = {
+    "corrupt model file": lambda t: ["evaluate", str(t / "trunc.keras"), "--recipe",
+                                     "recipes/synthetic.yaml"],
+    "run directory is a file": lambda t: ["fit", "recipes/synthetic.yaml", "--run-dir",
+                                          str(t / "a_file")],
+    "export folder is a file": lambda t: ["export", "tests/fixtures/legacy_run_v0_1",
+                                          "--branch", "student", "--format", "tflite",
+                                          "--out", str(t / "a_file")],
+    "unknown Delta_m convention": lambda t: ["experiments", "recipes/paper/synthetic/plan.yaml",
+                                             "--delta-m", "nash"],
+    "bad adaptor learning rate": lambda t: ["fit", "recipes/paper/synthetic/li_bilen.yaml",
+                                            "--set", "objective.adaptor_learning_rate=0",
+                                            "--run-dir", str(t / "run")],
+    "unknown evaluation convention": lambda t: ["fit", "recipes/synthetic.yaml", "--set",
+                                                "evaluation.convention=batch", "--run-dir",
+                                                str(t / "run")],
+    "missing dataset root": lambda t: ["data", "check", str(t / "nowhere"), "--format",
+                                       "nyuv2"],
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+def test_each_kind_of_bad_input_is_one_error_line(kind, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    with open(f"{REPO_FIXTURE}/model.keras", "rb") as f:
+        (tmp_path / "trunc.keras").write_bytes(f.read()[:4000])
+    module, *args = BAD_INPUTS[kind](tmp_path)
+    result = run_command(module, *args)
+    assert result.returncode == 2, (kind, result.stderr[-2000:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")
+              or ": error:" in line]
+    assert len(errors) == 1, (kind, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "model.keras").exists()
+    assert (tmp_path / "a_file").read_text() == "not a folder"  # nothing replaced it
