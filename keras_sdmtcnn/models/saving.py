@@ -27,9 +27,9 @@ def register_all():
 
 def load_model(path, compile=True):
     """Loads a ``.keras`` file written by this library (any version)."""
-    import keras
-
     import zipfile
+
+    import keras
 
     register_all()
     path = str(path)
