@@ -250,23 +250,35 @@ def test_nan_loss_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
-def test_mixed_precision_keeps_outputs_and_losses_float32():
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_outputs_and_losses_float32(policy):
     import keras
     from conftest import TASKS3, random_batch, tiny_model
 
     from keras_sdmtcnn.training.objectives import SeparateObjective
 
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    keras.mixed_precision.set_dtype_policy(policy)
     try:
         model = tiny_model()
         model.compile(keras.optimizers.Adam(1e-3), SeparateObjective())
         x, y = random_batch(TASKS3, num_classes=5)
-        assert model.backbone.get_layer("encoder1_conv1_conv").compute_dtype == "bfloat16"
+        compute = policy.split("_")[1]
+        assert model.backbone.get_layer("encoder1_conv1_conv").compute_dtype == compute
         out = model(x)
         assert {str(v.dtype) for v in out.values()} == {"<dtype: 'float32'>"} or all(
             "float32" in str(v.dtype) for v in out.values())
-        logs = model.train_on_batch(x, y, return_dict=True)
+        before = [w.numpy().copy() for w in model.trainable_weights]
+        for _ in range(24):  # float16's dynamic loss scale skips steps until it fits
+            logs = model.train_on_batch(x, y, return_dict=True)
+            if int(model.optimizer.iterations.numpy()) > 0:
+                break
         assert np.isfinite(logs["loss"])
+        # The steps updated the float32 master weights (float16 with loss scaling).
+        assert all(w.dtype == "float32" for w in model.trainable_weights)
+        assert any(not np.array_equal(a, w.numpy())
+                   for a, w in zip(before, model.trainable_weights))
+        if policy == "mixed_float16":
+            assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
     finally:
         keras.mixed_precision.set_dtype_policy("float32")
 
@@ -339,3 +351,21 @@ def test_an_inf_loss_from_the_first_step_stops_without_a_checkpoint(tmp_path):
     assert "never finite" in message and "data check" in message
     assert not (tmp_path / "run" / "checkpoints" / "state.json").exists()
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_batchnorm_is_synchronised_by_default_with_several_replicas():
+    from keras_sdmtcnn.config import recipe_from_dict
+    from keras_sdmtcnn.models.builders import build_model, model_config
+
+    recipe = recipe_from_dict({
+        "data": {"tasks": ["depth"], "image_size": [32, 32]},
+        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64,
+                  "encoder_depths": [1, 1, 1, 1]}})
+    assert model_config(recipe, 7, 0, replicas=1)["synchronized_bn"] is False
+    assert model_config(recipe, 7, 0, replicas=2)["synchronized_bn"] is True
+    model = build_model(recipe, 7, 0, replicas=2)
+    norms = [layer for layer in model.layers if "bn" in layer.name and hasattr(layer, "synchronized")]
+    assert norms and all(layer.synchronized for layer in norms)
+    # An explicit recipe value wins.
+    recipe.model.synchronized_bn = False
+    assert model_config(recipe, 7, 0, replicas=2)["synchronized_bn"] is False
