@@ -70,11 +70,13 @@ def _python(code, *args, env=None, timeout=300):
                                **(env or {})})
 
 
-@pytest.mark.parametrize("objective,kernels", [("separate", "sgd"), ("ensemble", "fused")])
+@pytest.mark.parametrize("objective,kernels", [("separate", "sgd"), ("ensemble", "sgd"),
+                                              ("ensemble", "fused")])
 def test_mirrored_step_on_two_cpus_equals_the_single_device_step(objective, kernels):
     # "fused": the fused Adam kernel updates each replica's copy inside
     # strategy.update(), and every 3x3 conv takes its kernel gradient from
-    # matrix products, per replica.
+    # matrix products, per replica. "sgd": a gradient off by a uniform factor
+    # shows (Adam's first step would hide it), for both objectives.
     result = _python(STEP_SCRIPT, objective, kernels)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -101,8 +103,9 @@ with strategy.scope():
     model = SDMTCNN(["depth"], image_size=(32, 32), synchronized_bn=True, **TINY)
     model.compile(keras.optimizers.SGD(0.1), SeparateObjective())
 x, y = random_batch(["depth"], batch=8)
-ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
-model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0)
+batch, steps = (int(v) for v in sys.argv[2:4]) if len(sys.argv) > 2 else (4, 2)
+ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+model.fit(ds, epochs=1, steps_per_epoch=steps, verbose=0)
 np.savez(sys.argv[1], *model.get_weights())
 print("replicas", strategy.num_replicas_in_sync)
 """
@@ -118,7 +121,7 @@ def _free_ports(n):
     return ports
 
 
-def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
+def _two_workers(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
@@ -139,10 +142,35 @@ def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
         assert "replicas 2" in out
-    a, b = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+    return np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
+
+
+def test_two_workers_on_localhost_end_with_identical_weights(tmp_path):
+    a, b = _two_workers(tmp_path)
     assert len(a.files) == len(b.files) > 0
     for key in a.files:
         np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "Known, not yet explained: two workers (global batch 4, each worker 2 per step, data "
+    "sharded as expected, identical initial weights) end 2 SGD steps up to 0.04 away from "
+    "one process on the same global batches, where two CPU replicas of one process match "
+    "it to 1e-5. docs/limitations.md."))
+def test_two_workers_equal_one_process_on_the_global_batch(tmp_path):
+    # The all-reduce makes the workers agree by construction; what matters is
+    # that they agree with one process taking the same global batches of 4.
+    a, _ = _two_workers(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    single = subprocess.run([sys.executable, "-c", WORKER_SCRIPT, str(tmp_path / "one.npz")],
+                            cwd=REPO, env={**env, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert "replicas 1" in single.stdout
+    one = np.load(tmp_path / "one.npz")
+    for key in a.files:
+        np.testing.assert_allclose(a[key], one[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
 RESUME_RECIPE = """
@@ -164,7 +192,44 @@ def _final_weights(run_dir):
     return load_model(os.path.join(run_dir, "model.keras")).get_weights()
 
 
-def test_a_killed_run_resumes_and_reaches_the_same_weights(tmp_path):
+KILL_SCRIPT = r"""
+import os, signal, sys
+from keras_sdmtcnn import cli, fit, io
+from keras_sdmtcnn.runs import rundir
+from keras_sdmtcnn.training import callbacks
+
+mode, at = sys.argv[1], int(sys.argv[2])
+if mode == "checkpoint":  # killed with epoch `at`'s checkpoint half written
+    original_save = rundir.atomic_save_model
+
+    def save(model, path):
+        if os.path.basename(path) == f"epoch-{at:04d}.keras":
+            with io.atomic_path(path, suffix=".keras") as tmp:
+                model.save(tmp)
+                os.kill(os.getpid(), signal.SIGKILL)
+        return original_save(model, path)
+
+    rundir.atomic_save_model = save
+else:  # killed after `at` train steps of this process
+    steps = [0]
+    original_batch_end = callbacks.RunRecorder.on_train_batch_end
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps[0] += 1
+        if steps[0] == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original_batch_end(self, batch, logs)
+
+    callbacks.RunRecorder.on_train_batch_end = on_train_batch_end
+cli.run(fit.main, sys.argv[3:])
+"""
+
+
+def test_a_run_killed_twice_resumes_to_bitwise_the_same_weights(tmp_path):
+    # Killed from inside the run at chosen moments: once while epoch 2's
+    # checkpoint is being written, once in the middle of epoch 3 of the
+    # resumed process. Deterministic ops: the resumed run must end with
+    # exactly the weights of an uninterrupted one, and no temporary file.
     recipe = tmp_path / "resume.yaml"
     recipe.write_text(RESUME_RECIPE.format(cache=tmp_path / "cache"))
     straight = tmp_path / "straight"
@@ -172,36 +237,28 @@ def test_a_killed_run_resumes_and_reaches_the_same_weights(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "keras_sdmtcnn.fit", str(recipe),
-                             "--run-dir", str(killed)], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = killed / "checkpoints" / "state.json"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
-                break
-            time.sleep(0.05)
-        time.sleep(0.5)  # well into epoch 3 (24 steps an epoch)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    epoch_at_kill = json.loads(state.read_text())["epoch"]
-    assert 2 <= epoch_at_kill < 4
+    fit_args = [str(recipe), "--run-dir", str(killed)]
+    first = _python(KILL_SCRIPT, "checkpoint", "2", *fit_args)
+    assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+    assert json.loads(state.read_text())["epoch"] == 1  # epoch 2's save never completed
+    assert any(".tmp" in name for name in os.listdir(killed / "checkpoints"))
+    second = _python(KILL_SCRIPT, "step", "30", *fit_args)  # epoch 1 resumed, 24 steps each
+    assert second.returncode == -signal.SIGKILL, second.stderr[-2000:]
+    assert json.loads(state.read_text())["epoch"] == 2
     assert json.loads((killed / "run.json").read_text())["status"] == "running"
     assert not (killed / "model.keras").exists()
 
-    result = run_command("fit", str(recipe), "--run-dir", str(killed))
+    result = run_command("fit", *fit_args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resuming after epoch {epoch_at_kill}" in result.stdout
+    assert "resuming after epoch 2" in result.stdout
     history = json.loads((killed / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     for a, b in zip(_final_weights(straight), _final_weights(killed)):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(a, b)
+    leftovers = [os.path.join(d, f) for d, _, files in os.walk(killed) for f in files
+                 if ".tmp" in f]
+    assert not leftovers, leftovers
 
 
 def test_nan_loss_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
