@@ -305,7 +305,7 @@ def test_holdout_plan_reports_the_test_split_at_the_chosen_epoch(tmp_path):
         f"data: {{format: nyuv2, root: {root}, image_size: [{H}, {W}], tasks: [depth], "
         "val_source: holdout, holdout_fraction: 0.34}\n"
         "model: {width_multiplier: 0.0625, bottleneck_filters: 64}\n"
-        "training: {epochs: 3, batch_size: 2}\n"
+        "training: {epochs: 2, batch_size: 2}\n"
         "output: {tensorboard: false}\n")
     plan = tmp_path / "plan.yaml"
     plan.write_text(f"out_dir: {tmp_path / 'out'}\nruns:\n  - name: h\n    recipe: holdout.yaml\n")
