@@ -75,3 +75,16 @@ def write_sample(root, building="b1", point=0, seg_domain="segment_semantic",
     _save(root, "keypoints2d", building, point, keypoints)
     _save(root, "edge_texture", building, point, edges)
     return rgb
+
+
+def tiny_nyuv2_recipe(root, tasks, epochs):
+    """A recipe that trains a tiny model on an NYUv2 layout written by ``write_layout``."""
+    from keras_sdmtcnn.config import recipe_from_dict
+
+    return recipe_from_dict({
+        "data": {"format": "nyuv2", "root": str(root), "image_size": list(MTAN_SIZE),
+                 "tasks": list(tasks)},
+        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64},
+        "training": {"epochs": epochs, "batch_size": 2},
+        "output": {"verbose": 0, "tensorboard": False},
+    })

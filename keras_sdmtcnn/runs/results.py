@@ -149,7 +149,7 @@ def collect(plan, recipes, last_epochs=1, convention=None):
     single-task reference (when the plan has one). ``convention`` is the
     Delta_m convention (default: the plan's).
     """
-    convention = convention or getattr(plan, "delta_m", "libmtl")
+    convention = convention or plan.delta_m
 
     rows = []
     reference_names = set(plan.reference.values())
@@ -329,8 +329,8 @@ def write_results(plan, recipes, wall_seconds=None):
     from keras_sdmtcnn.io import atomic_write_text
     from keras_sdmtcnn.runs.machine import machine
 
-    convention = plan.delta_m if hasattr(plan, "delta_m") else "libmtl"
-    last = getattr(plan, "last_epochs", None)
+    convention = plan.delta_m
+    last = plan.last_epochs
     tables = [("last", "Last epoch", collect(plan, recipes, 1, convention))]
     if last and last > 1:
         tables.append((f"mean_last_{last}", f"Mean of the last {last} epochs",

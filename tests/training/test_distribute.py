@@ -261,9 +261,8 @@ def test_a_run_killed_twice_resumes_to_bitwise_the_same_weights(tmp_path):
 
 
 def test_nan_loss_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from fake_data import MTAN_SIZE, write_layout
+    from fake_data import MTAN_SIZE, tiny_nyuv2_recipe, write_layout
 
-    from keras_sdmtcnn.config import recipe_from_dict
     from keras_sdmtcnn.errors import UserError
     from keras_sdmtcnn.models.saving import load_model
     from keras_sdmtcnn.training import callbacks
@@ -283,13 +282,7 @@ def test_nan_loss_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_p
                 np.save(path, np.full((H, W, 3), np.nan, "float32"))
 
     monkeypatch.setattr(callbacks.RunRecorder, "on_epoch_end", poison_after_first_epoch)
-    recipe = recipe_from_dict({
-        "data": {"format": "nyuv2", "root": root, "image_size": [H, W],
-                 "tasks": ["semantic", "depth", "normal"]},
-        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64},
-        "training": {"epochs": 3, "batch_size": 2},
-        "output": {"verbose": 0, "tensorboard": False},
-    })
+    recipe = tiny_nyuv2_recipe(root, ["semantic", "depth", "normal"], epochs=3)
     run_dir = tmp_path / "run"
     with pytest.raises(UserError, match=r"the loss term 'normal_\w+_loss' became NaN") as caught:
         fit(recipe, str(run_dir))
@@ -383,9 +376,8 @@ def _plain(recipe):
 
 
 def test_an_inf_loss_from_the_first_step_stops_without_a_checkpoint(tmp_path):
-    from fake_data import MTAN_SIZE, write_layout
+    from fake_data import MTAN_SIZE, tiny_nyuv2_recipe, write_layout
 
-    from keras_sdmtcnn.config import recipe_from_dict
     from keras_sdmtcnn.errors import UserError
     from keras_sdmtcnn.workflows.train import fit
 
@@ -395,13 +387,7 @@ def test_an_inf_loss_from_the_first_step_stops_without_a_checkpoint(tmp_path):
     for i in range(2):  # depth targets of 1e38: the L1 loss overflows to Inf
         np.save(os.path.join(root, "train", "depth", f"{i}.npy"),
                 np.full((H, W, 1), 3e38, "float32"))
-    recipe = recipe_from_dict({
-        "data": {"format": "nyuv2", "root": root, "image_size": [H, W],
-                 "tasks": ["semantic", "depth"]},
-        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64},
-        "training": {"epochs": 2, "batch_size": 2},
-        "output": {"verbose": 0, "tensorboard": False},
-    })
+    recipe = tiny_nyuv2_recipe(root, ["semantic", "depth"], epochs=2)
     with pytest.raises(UserError) as caught:
         fit(recipe, str(tmp_path / "run"))
     message = str(caught.value)

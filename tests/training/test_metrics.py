@@ -236,9 +236,8 @@ def test_fit_on_a_split_without_valid_depth_warns_once_and_losses_stay_finite(
     import json
     import os
 
-    from fake_data import MTAN_SIZE, write_layout
+    from fake_data import MTAN_SIZE, tiny_nyuv2_recipe, write_layout
 
-    from keras_sdmtcnn.config import recipe_from_dict
     from keras_sdmtcnn.workflows.train import fit
 
     H, W = MTAN_SIZE
@@ -246,13 +245,7 @@ def test_fit_on_a_split_without_valid_depth_warns_once_and_losses_stay_finite(
     write_layout(root, "nyuv2", n_train=2, n_val=2)
     for i in range(2):  # the validation split has no valid depth pixel
         np.save(os.path.join(root, "val", "depth", f"{i}.npy"), np.zeros((H, W, 1), "float32"))
-    recipe = recipe_from_dict({
-        "data": {"format": "nyuv2", "root": root, "image_size": [H, W],
-                 "tasks": ["semantic", "depth"]},
-        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64},
-        "training": {"epochs": 2, "batch_size": 2},
-        "output": {"verbose": 0, "tensorboard": False},
-    })
+    recipe = tiny_nyuv2_recipe(root, ["semantic", "depth"], epochs=2)
     fit(recipe, str(tmp_path / "run"))
     history = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert len(history) == 2  # not stopped as a NaN loss would be
