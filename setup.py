@@ -2,6 +2,8 @@ from setuptools import find_packages, setup
 
 # ONNX export and the LiteRT interpreter (the TFLite runtime outside TensorFlow).
 EXPORT = ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20", "ai-edge-litert>=2.0"]
+# `data prepare`: NYUv2's .mat files and CityScapes' official label table.
+PREPARE = ["h5py>=3.8", "scipy>=1.10", "cityscapesscripts>=2.2"]
 
 setup(
     name="keras_sdmtcnn",
@@ -23,7 +25,8 @@ setup(
     ],
     extras_require={
         "export": EXPORT,
-        "test": ["pytest>=8", "import-linter>=2.1", "hypothesis>=6", *EXPORT],
+        "prepare": PREPARE,
+        "test": ["pytest>=8", "import-linter>=2.1", "hypothesis>=6", *EXPORT, *PREPARE],
     },
     entry_points={"console_scripts": ["sdmtcnn = keras_sdmtcnn.cli:main"]},
 )

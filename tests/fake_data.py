@@ -88,3 +88,92 @@ def tiny_nyuv2_recipe(root, tasks, epochs):
         "training": {"epochs": epochs, "batch_size": 2},
         "output": {"verbose": 0, "tensorboard": False},
     })
+
+
+# --- Raw downloads, as the official archives and files hold them (data prepare) ---
+
+# CityScapes label ids with known classes: (id, 7-class, 19-class).
+CITYSCAPES_IDS = ((0, -1, -1), (7, 0, 0), (9, 0, -1), (11, 1, 2), (23, 4, 10), (24, 5, 11),
+                  (26, 6, 13), (20, 2, 7))
+CAMERA = {"extrinsic": {"baseline": 0.209313}, "intrinsic": {"fx": 2262.52, "fy": 2265.30,
+                                                             "u0": 1096.98, "v0": 513.137}}
+
+
+def write_cityscapes_raw(root, size=(16, 32), images=(("train", "aachen", 2),
+                                                      ("val", "frankfurt", 1)), camera=True):
+    """A tiny CityScapes download: ``{stem: (rgb, label ids, disparity PNG values)}``."""
+    import json
+
+    h, w = size
+    rng = np.random.default_rng(5)
+    written = {}
+    for split, city, n in images:
+        for k in range(n):
+            stem = f"{city}_{k:06d}_000019"
+            rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            ids = np.array([c[0] for c in CITYSCAPES_IDS], np.uint8)[
+                rng.integers(0, len(CITYSCAPES_IDS), (h, w))]
+            disp = rng.integers(2, 30000, (h, w)).astype(np.uint16)
+            disp[0, :] = 0  # no match
+            disp[1, :] = 1  # disparity 0
+            files = {("leftImg8bit", "_leftImg8bit.png"): rgb,
+                     ("gtFine", "_gtFine_labelIds.png"): ids,
+                     ("disparity", "_disparity.png"): disp}
+            for (top, suffix), array in files.items():
+                folder = os.path.join(root, top, split, city)
+                os.makedirs(folder, exist_ok=True)
+                Image.fromarray(array).save(os.path.join(folder, stem + suffix))
+            if camera:
+                folder = os.path.join(root, "camera", split, city)
+                os.makedirs(folder, exist_ok=True)
+                with open(os.path.join(folder, stem + "_camera.json"), "w") as f:
+                    json.dump(CAMERA, f)
+            written[(split, stem)] = (rgb, ids, disp)
+    return written
+
+
+def plane_depth(size, normal, offset, intrinsics):
+    """Depth (metres) of the plane ``normal . P = -offset`` seen by a pinhole camera."""
+    h, w = size
+    v, u = np.mgrid[0:h, 0:w].astype(np.float64)
+    rays = np.stack([(u - intrinsics["cx"]) / intrinsics["fx"],
+                     (v - intrinsics["cy"]) / intrinsics["fy"], np.ones_like(u)], -1)
+    z = -offset / (rays @ np.asarray(normal, np.float64))
+    return np.where((z > 0) & (z < 10), z, 0.0)
+
+
+def write_nyuv2_raw(root, size=(24, 32), n=3, train=(1, 3), test=(2,)):
+    """A tiny NYUv2 download: the labelled ``.mat`` (HDF5 with a MATLAB header) and the
+    split and mapping files. Returns ``(rgb, depth, labels, map40, map13)``, (N, H, W...)."""
+    import h5py
+    from scipy.io import savemat
+
+    from keras_sdmtcnn.data.prepare.nyuv2 import KINECT
+
+    os.makedirs(root, exist_ok=True)
+    h, w = size
+    rng = np.random.default_rng(9)
+    rgb = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+    labels = rng.integers(0, 895, (n, h, w)).astype(np.uint16)
+    normal = np.array([0.1, -1.0, -0.2]) / np.linalg.norm([0.1, -1.0, -0.2])
+    depth = np.stack([plane_depth(size, normal, 1.0 + i, {**KINECT, "cx": w / 2, "cy": 2.0})
+                      for i in range(n)])
+    depth[:, 0, :3] = 0  # invalid
+    path = os.path.join(root, "nyu_depth_v2_labeled.mat")
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f["images"] = rgb.transpose(0, 3, 2, 1)  # MATLAB's (N, 3, W, H)
+        f["depths"] = depth.transpose(0, 2, 1).astype(np.float32)
+        f["labels"] = labels.transpose(0, 2, 1)
+    with open(path, "r+b") as f:
+        f.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024"
+                b" HDF5 schema 1.00 .")
+    map40 = rng.integers(1, 41, 894)
+    map13 = rng.integers(1, 14, 40)
+    savemat(os.path.join(root, "classMapping40.mat"), {"mapClass": map40[None, :].astype(float)})
+    savemat(os.path.join(root, "class13Mapping.mat"),
+            {"classMapping13": {"labels13": map13[None, :].astype(np.uint8),
+                                "labelName": np.array(["bed"] * 13, dtype=object)}})
+    savemat(os.path.join(root, "splits.mat"),
+            {"trainNdxs": np.array(train, float)[:, None],
+             "testNdxs": np.array(test, float)[:, None]})
+    return rgb, depth, labels, map40, map13

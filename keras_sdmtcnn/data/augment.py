@@ -7,7 +7,8 @@
   for the image and each target as its task says (``TaskSpec.resize``:
   nearest for labels and depth, bilinear for normals, keypoints and edges),
   and **depth divided by s** (``scales_with_zoom``: a closer look makes
-  things nearer).
+  things nearer), or multiplied by s for disparity in pixels
+  (``depth_zoom="multiply"``, CityScapes as ``data prepare`` stores it).
 - :func:`random_augment`: the scale (one of ``{1.0, 1.2, 1.5}``), crop
   position and flip (p = 0.5) drawn from a per-sample stateless seed (see
   ``pipeline.py``), so a run is reproducible for its recipe seed whatever the
@@ -49,8 +50,14 @@ def _resize_target(x, size, task):
     return _resize(x, size, spec.resize)
 
 
-def scale_crop(image, targets, scale, top, left):
-    """Crops ``(H/scale, W/scale)`` at ``(top, left)`` and resizes back to ``(H, W)``."""
+def scale_crop(image, targets, scale, top, left, depth_zoom="divide"):
+    """Crops ``(H/scale, W/scale)`` at ``(top, left)`` and resizes back to ``(H, W)``.
+
+    Values of tasks that scale with a zoom are divided by ``scale``
+    (``depth_zoom="divide"``) or multiplied (``"multiply"``: disparity).
+    """
+    if depth_zoom not in ("divide", "multiply"):
+        raise ValueError(f"depth_zoom must be 'divide' or 'multiply', got {depth_zoom!r}.")
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     scale = tf.cast(scale, tf.float32)
@@ -66,12 +73,12 @@ def scale_crop(image, targets, scale, top, left):
     for task, target in targets.items():
         target = _resize_target(crop(target), size, task)
         if get_task(task).scales_with_zoom:
-            target = target / scale
+            target = target * scale if depth_zoom == "multiply" else target / scale
         out[task] = target
     return image, out
 
 
-def random_augment(image, targets, seed, scale=True, flip=True):
+def random_augment(image, targets, seed, scale=True, flip=True, depth_zoom="divide"):
     """MTAN's augmentation drawn from ``seed`` (a shape-[2] int tensor)."""
     seeds = tf.random.experimental.stateless_split(seed, 4)
     if scale:
@@ -82,7 +89,7 @@ def random_augment(image, targets, seed, scale=True, flip=True):
         crop_w = tf.cast(tf.cast(shape[1], tf.float32) / s, tf.int32)
         top = tf.random.stateless_uniform([], seeds[1], 0, shape[0] - crop_h + 1, tf.int32)
         left = tf.random.stateless_uniform([], seeds[2], 0, shape[1] - crop_w + 1, tf.int32)
-        image, targets = scale_crop(image, targets, s, top, left)
+        image, targets = scale_crop(image, targets, s, top, left, depth_zoom)
     if flip:
         coin = tf.random.stateless_uniform([], seeds[3]) < 0.5
         image, targets = tf.cond(

@@ -1,9 +1,12 @@
 """``python -m keras_sdmtcnn.data check ROOT --format F``: verify a dataset before a long job.
 
-Walks every file of every split and reports, per file, what is wrong
-(missing, unreadable, wrong shape or dtype, values out of range, indices
-that do not match across tasks), then prints counts and label and depth
-statistics. Exits with status 1 when any problem is found.
+Runs, for every split, the checks ``fit`` runs before its first step (the
+readers: folders, indices 0..N-1, ``.npy`` headers and sizes, PNG headers)
+and then, on every file, the value checks ``fit`` runs as it reads
+(``values.py``: finite, labels in range, depth not negative, unit normals),
+and reports each problem with its path; then prints counts and label and
+depth statistics. Exits with status 1 when any problem is found. So what
+``check`` passes, ``fit`` reads, and what ``fit`` refuses, ``check`` reports.
 """
 
 import collections
@@ -12,6 +15,7 @@ import os
 import numpy as np
 
 from keras_sdmtcnn.data.png import check_png
+from keras_sdmtcnn.data.values import problems as value_problems
 from keras_sdmtcnn.errors import UserError
 
 MAX_LISTED = 20
@@ -43,14 +47,28 @@ def _label_stats(report, name, counts, ignore):
 def check_mtan(root, fmt, report):
     from keras_sdmtcnn.data import mtan
     from keras_sdmtcnn.data.formats import get_format
+    from keras_sdmtcnn.data.prepare.output import read_record
 
     spec = get_format(fmt)
     num_classes, ignore = spec.label_set().num_classes, spec.ignore_label
+    try:
+        record = read_record(root)
+    except UserError as e:
+        report.problem(str(e))
+        return
+    if record:
+        units = record.get("conventions", {}).get("depth_units")
+        report.line(f"written by data prepare from {record['settings']['raw_root']}"
+                    + (f"; depth in {units}" if units else ""))
     for split in ("train", "val"):
         split_dir = os.path.join(root, split)
         if not os.path.isdir(split_dir):
             report.problem(f"{split_dir} does not exist")
             continue
+        try:  # what fit checks before its first step
+            mtan.MTANSplit(root, split, fmt, spec.tasks)
+        except UserError as e:
+            report.problem(str(e))
         folders = {"image": "image"}
         folders.update({t: mtan.TASK_DIRS[t] for t in spec.tasks if t in mtan.TASK_DIRS})
         try:
@@ -84,39 +102,26 @@ def check_mtan(root, fmt, report):
                 if not np.issubdtype(array.dtype, np.number):
                     report.problem(f"{path}: dtype {array.dtype} is not numeric")
                     continue
-                if not np.all(np.isfinite(array)):
-                    report.problem(f"{path}: holds NaN or Inf")
-                    continue
                 hw = array.shape[:2]
                 shape = shape or hw
                 if hw != shape:
                     report.problem(f"{path}: size {hw} differs from {shape}")
-                if key == "image":
-                    if array.ndim != 3 or array.shape[-1] != 3:
-                        report.problem(f"{path}: image shape {array.shape}, expected (H, W, 3)")
-                    elif array.min() < 0 or array.max() > 1:
-                        report.problem(f"{path}: image values in [{array.min():.3g}, {array.max():.3g}], expected [0, 1]")
-                elif key == "semantic":
-                    if np.any(array != np.round(array)):
-                        report.problem(f"{path}: labels are not integers")
-                    bad = (array != ignore) & ((array < 0) | (array >= num_classes))
-                    if np.any(bad):
-                        report.problem(f"{path}: labels outside {ignore}..{num_classes - 1}")
+                channels = {"image": 3, "normal": 3}.get(key)
+                if channels and (array.ndim != 3 or array.shape[-1] != channels):
+                    report.problem(f"{path}: {key} shape {array.shape}, expected (H, W, 3)")
+                    continue
+                found = value_problems(key, array, num_classes, ignore)
+                for text in found:
+                    report.problem(f"{path}: {text}")
+                if found:
+                    continue
+                if key == "semantic":
                     _count(labels, array.astype(np.int64))
                 elif key == "depth":
-                    if array.min() < 0:
-                        report.problem(f"{path}: negative depth")
                     valid = array > 0
                     depth_valid += int(valid.sum())
                     depth_total += array.size
                     depth_values.append(array[valid][:: max(1, valid.sum() // 1000 or 1)])
-                elif key == "normal":
-                    norms = np.linalg.norm(array, axis=-1)
-                    nonzero = norms > 0
-                    if array.ndim != 3 or array.shape[-1] != 3:
-                        report.problem(f"{path}: normal shape {array.shape}, expected (H, W, 3)")
-                    elif np.any(np.abs(norms[nonzero] - 1) > 0.05):
-                        report.problem(f"{path}: normals are not unit vectors")
         report.line(f"{split}: {len(reference)} samples of size {shape}")
         if labels:
             _label_stats(report, "label shares", labels, ignore)
@@ -169,6 +174,11 @@ def check_taskonomy(root, report):
                     report.problem(f"{path}: cannot be decoded ({e})")
                     continue
                 if key == "semantic":
+                    spec = get_format("taskonomy")
+                    found = value_problems(key, array.astype(np.int64),
+                                           spec.label_set().num_classes, spec.ignore_label)
+                    for text in found:
+                        report.problem(f"{path}: {text}")
                     _count(labels, array)
                 elif key == "depth":
                     depth_valid += int((array < 65535).sum())

@@ -58,25 +58,27 @@ def build_datasets(recipe, verbose=True, splits=("train", "val"), initial_epoch=
             folder, indices = _mtan_split(data, root, split)
             paths, decode, n, source = mtan.mtan_source(
                 root, folder, data.format, list(data.tasks), tuple(data.image_size),
-                indices, data.label_dir, data.image_normalization,
+                indices, data.label_dir, data.image_normalization, num_classes, ignore,
             )
             notes += [f"{split}: labels from {source.folders[task]}/" for task in data.tasks
                       if get_task(task).is_classification]
             scale, flip = data.augment, data.augment or data.flip
+            depth_zoom = source.depth_zoom
         else:
             default = "splits/train.txt" if train else "splits/val.txt"
             chosen = data.train_split if train else data.val_split
             paths, decode, n = taskonomy.taskonomy_source(
                 root, chosen or default, list(data.tasks), tuple(data.image_size),
                 data.image_normalization, data.target_normalization, data.check_all_files,
+                num_classes, ignore,
             )
-            scale, flip = False, data.flip or data.augment
+            scale, flip, depth_zoom = False, data.flip or data.augment, "divide"
         if train and not one_pass:
             datasets[split] = pipeline.train_pipeline(
                 paths, decode, n, training.batch_size, training.seed,
                 epochs=training.epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=training.steps_per_epoch, scale=scale, flip=flip,
-                cache=data.cache,
+                cache=data.cache, depth_zoom=depth_zoom,
             )
         else:
             batch = (training.batch_size if train

@@ -30,6 +30,8 @@ import tensorflow as tf
 
 from keras_sdmtcnn.data.formats import get_format
 from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
+from keras_sdmtcnn.data.prepare.output import read_record
+from keras_sdmtcnn.data.values import assert_values
 from keras_sdmtcnn.data.preprocessing import normalize
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.tasks import get_task
@@ -131,6 +133,13 @@ class MTANSplit:
                 f"Dataset root {root} does not exist: set data.root in the recipe "
                 "(or --set data.root=PATH)."
             )
+        # A folder written by `data prepare` records its depth units; an
+        # unfinished one is refused (read_record).
+        record = read_record(root) or {}
+        self.depth_units = record.get("conventions", {}).get("depth_units")
+        # Disparity in pixels grows with a zoom (and with the stored width);
+        # depth, and MTAN's released inverse depth by MTAN's convention, shrink.
+        self.depth_zoom = "multiply" if self.depth_units == "disparity_px" else "divide"
         self.dir = os.path.join(root, split)
         if not os.path.isdir(self.dir):
             raise UserError(f"Split folder {self.dir} does not exist (expected {split}/ under {root}).")
@@ -164,15 +173,21 @@ class MTANSplit:
         return {key: [os.path.join(self.dir, folder, f"{i}.npy") for i in indices]
                 for key, folder in self.folders.items()}
 
-    def decode_fn(self, image_size, image_normalization="unit"):
+    def decode_fn(self, image_size, image_normalization="unit", num_classes=None, ignore=None):
+        """Paths -> ``(image, targets)``, every value checked as read (``data/values.py``)."""
         decoders = {key: _decoder(h) for key, h in self.headers.items()}
         resize = tuple(image_size) != tuple(self.native_size)
+        # Disparity in pixels at the stored width, read at another width.
+        disparity_scale = (image_size[1] / self.native_size[1]
+                           if self.depth_units == "disparity_px" else 1.0)
 
         def decode(paths):
-            image = tf.cast(decoders["image"](paths["image"]), tf.float32)
+            image = assert_values("image", tf.cast(decoders["image"](paths["image"]), tf.float32),
+                                  paths["image"])
             targets = {}
             for task in self.tasks:
-                value = decoders[task](paths[task])
+                value = assert_values(task, decoders[task](paths[task]), paths[task],
+                                      num_classes, ignore)
                 if get_task(task).is_classification:
                     value = tf.cast(tf.round(tf.cast(value, tf.float32)), tf.int32)
                     if len(self.headers[task][2]) == 3:
@@ -187,6 +202,8 @@ class MTANSplit:
                         value = tf.image.resize(value[..., None], image_size, "nearest")[..., 0]
                     else:
                         value = tf.image.resize(value, image_size, "nearest")
+                        if task == "depth" and disparity_scale != 1.0:
+                            value = value * disparity_scale
                     targets[task] = value
             # The stored images are already in [0, 1] (scaled when the folders were made).
             return normalize(image, image_normalization), targets
@@ -204,11 +221,18 @@ def holdout_indices(n, fraction, seed):
 
 
 def mtan_source(root, split, fmt, tasks, image_size, indices=None, label_folder=None,
-                image_normalization="unit"):
-    """``(paths, decode, num_samples, MTANSplit)`` of a split, every header checked."""
+                image_normalization="unit", num_classes=None, ignore=None):
+    """``(paths, decode, num_samples, MTANSplit)`` of a split, every header checked.
+
+    ``num_classes`` and ``ignore`` (default: the format's) bound the labels
+    checked as they are read.
+    """
     data = MTANSplit(root, split, fmt, tasks, label_folder)
     indices = data.indices if indices is None else list(indices)
-    decode = data.decode_fn(tuple(image_size), image_normalization)
+    spec = get_format(fmt)
+    num_classes = num_classes or spec.label_set(label_folder).num_classes
+    ignore = spec.ignore_label if ignore is None else ignore
+    decode = data.decode_fn(tuple(image_size), image_normalization, num_classes, ignore)
     return data.paths(indices), decode, len(indices), data
 
 
@@ -230,7 +254,7 @@ def mtan_dataset(root, split, fmt, tasks, image_size, batch_size, shuffle=False,
                                          label_folder, image_normalization)
     if shuffle or augment or flip:
         ds = train_pipeline(paths, decode, n, batch_size, seed, epochs=1, scale=augment,
-                            flip=augment or flip, cache=cache)
+                            flip=augment or flip, cache=cache, depth_zoom=data.depth_zoom)
     else:
         ds = eval_pipeline(paths, decode, batch_size)
     return ds, n, data

@@ -38,7 +38,7 @@ def eval_pipeline(paths, decode, batch_size):
 
 def train_pipeline(paths, decode, num_samples, batch_size, seed=0, epochs=None,
                    initial_epoch=0, steps_per_epoch=None, scale=False, flip=False,
-                   cache=False):
+                   cache=False, depth_zoom="divide"):
     """Batches of ``(image, targets)`` for epochs ``initial_epoch .. epochs - 1``.
 
     Each epoch yields ``steps_per_epoch`` batches (default: one pass over the
@@ -46,6 +46,7 @@ def train_pipeline(paths, decode, num_samples, batch_size, seed=0, epochs=None,
     With ``cache=True`` decoded samples stay in memory and are shuffled by a
     seeded ``Dataset.shuffle``: reproducible for an uninterrupted run, but a
     resumed run sees another order (exact replay needs ``cache=False``).
+    ``depth_zoom``: what a zoom by ``s`` does to depth (``augment.scale_crop``).
     """
     seed = int(seed)
     paths = {k: tf.constant(v) for k, v in paths.items()}
@@ -54,7 +55,7 @@ def train_pipeline(paths, decode, num_samples, batch_size, seed=0, epochs=None,
         image, targets = sample
         if scale or flip:
             pair = tf.stack([tf.cast(seed * _SEED_MIX, tf.int64) + epoch, index])
-            image, targets = random_augment(image, targets, pair, scale, flip)
+            image, targets = random_augment(image, targets, pair, scale, flip, depth_zoom)
         return image, targets
 
     if cache:

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_sdmtcnn import PACKAGE
+from keras_sdmtcnn.data.pixels import MAX_PIXEL
 
 NORMALIZATIONS = ("unit", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,7 +36,7 @@ def scale_pixels(raw):
     """Raw pixels in ``[0, 255]`` (any dtype) to float32 in ``[0, 1]``."""
     import tensorflow as tf
 
-    return tf.cast(raw, tf.float32) / 255.0
+    return tf.cast(raw, tf.float32) / MAX_PIXEL
 
 
 def normalize(image, normalization="unit"):
@@ -79,5 +80,5 @@ def to_raw_pixels(images, normalization="unit", input_dtype="uint8"):
     x = np.asarray(images, np.float32)
     if normalization == "imagenet":
         x = x * np.array(IMAGENET_STD, np.float32) + np.array(IMAGENET_MEAN, np.float32)
-    x = np.clip(x * 255.0, 0, 255)
+    x = np.clip(x * MAX_PIXEL, 0, MAX_PIXEL)
     return np.round(x).astype(np.uint8) if input_dtype == "uint8" else x.astype(np.float32)

@@ -32,10 +32,11 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from keras_sdmtcnn.data.formats import TASKONOMY_DOMAINS
+from keras_sdmtcnn.data.formats import TASKONOMY_DOMAINS, get_format
 from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
 from keras_sdmtcnn.data.png import check_png
 from keras_sdmtcnn.data.preprocessing import normalize, scale_pixels
+from keras_sdmtcnn.data.values import assert_values
 from keras_sdmtcnn.errors import UserError
 
 DOMAINS = {task: names for task, names in TASKONOMY_DOMAINS.items() if task != "rgb"}
@@ -141,8 +142,12 @@ def _decode(contents, channels, dtype):
 
 
 def decode_sample(files, tasks, image_size, image_normalization="unit",
-                  target_normalization="unit"):
-    """Decodes one sample's files (a dict of path tensors) into (image, targets)."""
+                  target_normalization="unit", num_classes=None, ignore=None):
+    """Decodes one sample's files (a dict of path tensors) into (image, targets).
+
+    Labels are checked as they are read (``data/values.py``) against
+    ``num_classes`` and ``ignore``.
+    """
     height, width = image_size
     image = scale_pixels(_decode(tf.io.read_file(files["rgb"]), 3, tf.uint8))
     image = tf.image.resize(image, (height, width), method="bilinear", antialias=True)
@@ -151,9 +156,10 @@ def decode_sample(files, tasks, image_size, image_normalization="unit",
     for task in tasks:
         contents = tf.io.read_file(files[task])
         if task == "semantic":
-            label = _decode(contents, 1, tf.uint8)
+            label = tf.cast(_decode(contents, 1, tf.uint8), tf.int32)
+            label = assert_values(task, label, files[task], num_classes, ignore)
             label = tf.image.resize(label, (height, width), method="nearest")
-            targets[task] = tf.cast(label[..., 0], tf.int32)
+            targets[task] = label[..., 0]
         elif task == "depth":
             raw = _decode(contents, 1, tf.uint16)
             raw = tf.image.resize(raw, (height, width), method="nearest")
@@ -179,8 +185,13 @@ def decode_sample(files, tasks, image_size, image_normalization="unit",
 
 
 def taskonomy_source(root, split, tasks, image_size, image_normalization="unit",
-                     target_normalization="unit", check_all_files=True):
-    """``(paths, decode, num_samples)`` of a split, every file checked first."""
+                     target_normalization="unit", check_all_files=True, num_classes=None,
+                     ignore=None):
+    """``(paths, decode, num_samples)`` of a split, every file's header checked first.
+
+    ``num_classes`` and ``ignore`` (default: Taskonomy's) bound the labels
+    checked as they are read.
+    """
     if not os.path.isdir(root):
         raise UserError(
             f"Dataset root {root} does not exist: set data.root in the recipe "
@@ -190,9 +201,13 @@ def taskonomy_source(root, split, tasks, image_size, image_normalization="unit",
     paths = sample_paths(root, samples, tasks)
     check_files(paths, limit=None if check_all_files else 1)
 
+    spec = get_format("taskonomy")
+    num_classes = num_classes or spec.label_set().num_classes
+    ignore = spec.ignore_label if ignore is None else ignore
+
     def decode(files):
         return decode_sample(files, tasks, image_size, image_normalization,
-                             target_normalization)
+                             target_normalization, num_classes, ignore)
 
     return paths, decode, len(samples)
 

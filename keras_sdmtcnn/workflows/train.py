@@ -274,7 +274,16 @@ def _fit(recipe, run_dir, overwrite):
     except BaseException as e:  # a KeyboardInterrupt too: the run is not complete
         import tensorflow as tf
 
-        if isinstance(e, tf.errors.OpError):  # e.g. a PNG whose pixel data is corrupt
+        from keras_sdmtcnn.data.values import bad_file
+
+        found = bad_file(e.message) if isinstance(e, tf.errors.OpError) else None
+        if found:  # a value check of data/values.py, met while reading
+            fmt = recipe.data.format
+            e = UserError(
+                f"{found[0]}: {found[1]}. Fix or remove that file, then run fit again (it "
+                f"resumes); `python -m keras_sdmtcnn.data check {recipe.data.root} --format "
+                f"{fmt}` lists every bad file.")
+        elif isinstance(e, tf.errors.OpError):  # e.g. a PNG whose pixel data is corrupt
             e = UserError(
                 f"Reading or training on the data failed: {e.message.splitlines()[0]} "
                 f"A file under the dataset root is probably corrupt; check the files "

@@ -1,4 +1,3 @@
-import json
 import os
 
 import numpy as np
@@ -147,28 +146,42 @@ def test_data_check_command(nyuv2, tmp_path):
     np.save(os.path.join(bad, "val", "label", "0.npy"), label)
     os.remove(os.path.join(bad, "train", "normal", "1.npy"))
     report = check_dataset(bad, "nyuv2")
-    assert any("val/label/0.npy: labels outside -1..12" in p for p in report.problems)
+    assert any("val/label/0.npy: labels outside 0..12 (ignore = -1)" in p
+               for p in report.problems)
     assert any("train/normal: indices differ" in p for p in report.problems)
+    # What fit refuses before its first step, check reports too.
+    assert any("train/normal has 1 files but image/ has 2" in p for p in report.problems)
 
 
-def test_fit_runs_end_to_end_on_a_tiny_nyuv2_layout(nyuv2, tmp_path):
-    from conftest import run_command
+def test_fit_and_check_refuse_the_same_files(tmp_path):
+    """Gaps in indices (refused by fit up front) and bad values (refused as read)."""
+    import tensorflow as tf
 
-    root, _ = nyuv2
-    recipe = tmp_path / "nyu.yaml"
-    recipe.write_text(
-        f"data: {{format: nyuv2, root: {root}, tasks: [semantic, depth, normal],\n"
-        f"       image_size: [{H}, {W}], augment: true, val_source: holdout,\n"
-        "       holdout_fraction: 0.34}\n"
-        "model: {width_multiplier: 0.0625, bottleneck_filters: 64}\n"
-        "training: {epochs: 2, batch_size: 2, seed: 7}\n")
-    run_dir = tmp_path / "run"
-    result = run_command("fit", str(recipe), "--run-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "labels from label/" in result.stdout
-    status = json.loads((run_dir / "run.json").read_text())
-    assert status["status"] == "complete" and status["seed"] == 7
-    history = json.loads((run_dir / "metrics.json").read_text())
-    assert len(history) == 2 and "val_normal_teacher_angle_mean" in history[-1]
-    check = run_command("data", "check", root, "--format", "nyuv2")
-    assert check.returncode == 0 and "OK: no problem found." in check.stdout
+    from keras_sdmtcnn.data.check import check_dataset
+    from keras_sdmtcnn.data.values import bad_file
+
+    root = str(tmp_path / "gap")
+    write_layout(root, "nyuv2", n_train=3, n_val=2)
+    for folder in ("image", "label", "depth", "normal"):
+        os.rename(f"{root}/val/{folder}/1.npy", f"{root}/val/{folder}/2.npy")
+    with pytest.raises(UserError, match=r"misses index files \[1\]"):
+        mtan_dataset(root, "val", "nyuv2", ["depth"], (H, W), 2)
+    assert any("misses index files [1]" in p for p in check_dataset(root, "nyuv2").problems)
+
+    for name, array, rule in (
+            ("depth", np.full((H, W, 1), np.nan, "float32"), "holds NaN or Inf"),
+            ("label", np.full((H, W), 13.0, "float32"), "labels outside 0..12 (ignore = -1)"),
+            ("normal", np.full((H, W, 3), 0.3, "float32"), "normals are neither unit vectors")):
+        root = str(tmp_path / name)
+        write_layout(root, "nyuv2", n_train=3, n_val=1)
+        path = f"{root}/train/{name}/2.npy"
+        np.save(path, array)
+        assert [p for p in check_dataset(root, "nyuv2").problems if p.startswith(path)] == [
+            f"{path}: {rule}" if name != "normal" else
+            f"{path}: normals are neither unit vectors nor all-zero"]
+        ds, _, _ = mtan_dataset(root, "train", "nyuv2", ["semantic", "depth", "normal"],
+                                (H, W), 3)
+        with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+            next(iter(ds))
+        assert bad_file(caught.value.message) == (path, rule if name != "normal" else
+                                                  "normals are neither unit vectors nor all-zero")

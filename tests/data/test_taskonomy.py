@@ -114,3 +114,18 @@ def test_bad_input_names_the_path(tmp_path):
         load(tmp_path, split="empty.txt")
     with pytest.raises(UserError, match="Building folder .*b9 does not exist"):
         load(tmp_path, split=["b9"])
+
+
+def test_a_label_outside_the_classes_is_reported_by_check_and_stops_reading(tmp_path):
+    import tensorflow as tf
+
+    from keras_sdmtcnn.data.check import check_dataset
+    from keras_sdmtcnn.data.values import bad_file
+
+    write_sample(tmp_path)
+    path = _save(tmp_path, "segment_semantic", "b1", 0, np.full((H, W), 18, np.uint8))
+    assert f"{path}: labels outside 0..17 (ignore = 0)" in check_dataset(
+        str(tmp_path), "taskonomy").problems
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        load(tmp_path, tasks=["semantic"])
+    assert bad_file(caught.value.message) == (path, "labels outside 0..17 (ignore = 0)")

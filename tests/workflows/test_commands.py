@@ -205,6 +205,21 @@ def test_resuming_with_a_different_recipe_names_every_changed_key(tmp_path):
 
 REPO_FIXTURE = f"{REPO}/tests/fixtures/legacy_run_v0_1"
 
+
+def _nan_depth_fit(t):
+    """A tiny NYUv2 layout whose one depth file holds NaN: fit must name it."""
+    from fake_data import MTAN_SIZE, write_layout
+
+    write_layout(str(t / "nyu"), "nyuv2", n_train=2, n_val=1)
+    np.save(t / "nyu" / "train" / "depth" / "1.npy", np.full((*MTAN_SIZE, 1), np.nan, "float32"))
+    (t / "nan.yaml").write_text(
+        f"data: {{format: nyuv2, root: {t / 'nyu'}, tasks: [depth], "
+        f"image_size: {list(MTAN_SIZE)}}}\n"
+        "model: {width_multiplier: 0.0625, bottleneck_filters: 64}\n"
+        "training: {epochs: 1, batch_size: 2}\noutput: {tensorboard: false}\n")
+    return ["fit", str(t / "nan.yaml"), "--run-dir", str(t / "run")]
+
+
 BAD_INPUTS = {
     "corrupt model file": lambda t: ["evaluate", str(t / "trunc.keras"), "--recipe",
                                      "recipes/synthetic.yaml"],
@@ -223,6 +238,7 @@ BAD_INPUTS = {
                                                 str(t / "run")],
     "missing dataset root": lambda t: ["data", "check", str(t / "nowhere"), "--format",
                                        "nyuv2"],
+    "a data file holding NaN": _nan_depth_fit,
 }
 
 
@@ -237,6 +253,8 @@ def test_each_kind_of_bad_input_is_one_error_line(kind, tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")
               or ": error:" in line]
     assert len(errors) == 1, (kind, result.stderr[-2000:])
+    if kind == "a data file holding NaN":
+        assert errors[0].startswith(f"error: {tmp_path}/nyu/train/depth/1.npy: holds NaN or Inf.")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "model.keras").exists()
     assert (tmp_path / "a_file").read_text() == "not a folder"  # nothing replaced it
