@@ -84,10 +84,16 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
     from keras_sdmtcnn.deploy.serving import serving_function
     from keras_sdmtcnn.models.saving import load_model
 
+    from keras_sdmtcnn.deploy.onnx import require
+
     for fmt, quantize in variants:
         check_choice(branch, fmt, quantize)
     if input_dtype not in ("uint8", "float32"):
         raise UserError(f"--input-dtype must be uint8 or float32, got {input_dtype!r}.")
+    # The optional packages a format needs, before the model is loaded.
+    if any(fmt == "onnx" for fmt, _ in variants):
+        require("tf2onnx")
+        require("onnxruntime")  # the parity check runs the exported file
     model_file, recipe_file = RunDir.resolve(source, recipe_path)
     recipe = load_recipe(recipe_file, overrides)
     model = load_model(model_file)

@@ -189,6 +189,11 @@ def _fit(recipe, run_dir, overwrite):
         run_dir: a :class:`RunDir`.
         overwrite: start afresh even if the run directory holds a run.
     """
+    training, verbose = recipe.training, recipe.output.verbose
+    # The cheap refusals (a finished run, a different recipe) before TensorFlow loads.
+    state = _resume_state(run_dir, recipe, overwrite)
+    check_teachers(recipe)
+
     import keras
 
     from keras_sdmtcnn.data.datasets import build_datasets
@@ -199,9 +204,6 @@ def _fit(recipe, run_dir, overwrite):
     from keras_sdmtcnn.training import distribute
     from keras_sdmtcnn.training.callbacks import PanelSummary, ProgressLogger, RunRecorder
 
-    training, verbose = recipe.training, recipe.output.verbose
-    state = _resume_state(run_dir, recipe, overwrite)
-    check_teachers(recipe)
     teacher_runs = None
     if recipe.objective.frozen_teacher == "train":
         teacher_runs = {"frozen_teacher": _train_stage1(recipe, run_dir, overwrite)}

@@ -1,6 +1,7 @@
 """End to end: the real command-line entry points on a tiny recipe."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -258,3 +259,22 @@ def test_each_kind_of_bad_input_is_one_error_line(kind, tmp_path):
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "model.keras").exists()
     assert (tmp_path / "a_file").read_text() == "not a folder"  # nothing replaced it
+
+
+def test_a_missing_export_package_is_named_before_the_model_loads(tmp_path):
+    import subprocess
+    import sys
+
+    shadow = tmp_path / "shadow" / "tf2onnx"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path / 'shadow'}:{REPO}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_sdmtcnn.export", REPO_FIXTURE, "--branch", "student",
+         "--format", "onnx", "--out", str(tmp_path / "out")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        "error: tf2onnx is not installed: ONNX and LiteRT support is an optional extra; "
+        'install it with pip install "keras_sdmtcnn[export]".']
+    assert not (tmp_path / "out").exists()
