@@ -159,6 +159,9 @@ class SpeedConfig:
     xla: bool = False  # XLA-compile the train step (on CPUs slower for SegNet)
     fused_batchnorm: bool = True  # TensorFlow's fused BatchNorm kernel (off under XLA)
     matmul_conv_grad: bool = True  # 3x3 kernel gradients as matrix products (CPU)
+    # TensorFlow's graph optimizer on training graphs: off saves seconds of
+    # start-up and measured no slower (models/kernels.py, configure).
+    grappler: bool = False
 
 
 @dataclasses.dataclass

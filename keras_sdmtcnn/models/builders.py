@@ -114,7 +114,7 @@ def apply_speed(model, speed):
     XLA (``MultiTaskTrainer.make_test_function``).
     """
     kernels.configure(fused_batchnorm=speed.fused_batchnorm and not speed.xla,
-                      matmul_conv_grad=speed.matmul_conv_grad)
+                      matmul_conv_grad=speed.matmul_conv_grad, grappler=speed.grappler)
     model.jit_compile = bool(speed.xla)
 
 

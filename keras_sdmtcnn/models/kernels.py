@@ -8,6 +8,10 @@ to its Keras parent elsewhere.
 - :class:`FusedBatchNormalization`: TensorFlow's fused BatchNorm kernel.
 - :class:`MatmulGradConv2D`: the kernel gradient of a 3x3 convolution as
   nine matrix products.
+
+:func:`configure` also holds the one process-wide speed switch that is not
+a layer: TensorFlow's graph optimizer (Grappler), which rewrites every
+traced function before its first run.
 """
 
 import keras
@@ -22,9 +26,23 @@ from keras_sdmtcnn import PACKAGE
 ENABLED = {"fused_batchnorm": True, "matmul_conv_grad": True}
 
 
-def configure(fused_batchnorm=True, matmul_conv_grad=True):
-    """Turns the speed kernels on or off for graphs traced from now on."""
+def configure(fused_batchnorm=True, matmul_conv_grad=True, grappler=None):
+    """Turns the speed kernels on or off for graphs traced from now on.
+
+    ``grappler``: ``False`` switches TensorFlow's graph optimizer off for the
+    functions this process runs from now on, ``True`` back on (TensorFlow's
+    default), ``None`` leaves it. Off, the first train step of the demo
+    took 4.7-5.0 s instead of 7.2 s and its first evaluation step 2.0 s
+    instead of 2.8-3.0 s, with steady steps unchanged at the demo's size and
+    the paper's (docs/benchmarks.md, "Start-up"): the passes cost seconds on
+    every start and won nothing back on these graphs, whose convolutions
+    and BatchNorms are already single fused kernels.
+    """
     ENABLED.update(fused_batchnorm=bool(fused_batchnorm), matmul_conv_grad=bool(matmul_conv_grad))
+    if grappler is not None:
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not grappler})
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
