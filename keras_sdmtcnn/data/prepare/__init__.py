@@ -69,8 +69,7 @@ def prepare_dataset(fmt, raw_root, out_root, size=None, splits=None, progress=No
                 "splits": list(splits), **options}
     # Everything cheap is checked (raw files listed and paired, mapping tables
     # read) before the output folder is touched.
-    samples, convert, record = module.plan(raw_root, size, splits, **(
-        {"depth_units": depth_units} if fmt == "cityscapes" else {"normals": normals}))
+    samples, convert, record = module.plan(raw_root, size, splits, **options)
     output = Output(out_root, settings)
     if output.complete:
         return _read(output), 0

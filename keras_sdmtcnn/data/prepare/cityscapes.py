@@ -49,7 +49,12 @@ FOLDERS = {
 
 
 def label_tables():
-    """``(lut_7, lut_19, description)`` from the official label table (id -> class, -1 ignore)."""
+    """From the official label table: ``(lut_7, lut_19, known, record)``.
+
+    ``lut_7`` and ``lut_19`` map a label id (0..255) to a class or -1
+    (ignore); ``known`` marks the ids the table has; ``record`` is the two
+    mappings for ``prepare.json``.
+    """
     labels = optional_import("cityscapesscripts.helpers.labels",
                              "Reading CityScapes labels").labels
     lut7 = np.full(256, IGNORE, np.int64)
