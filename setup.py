@@ -26,7 +26,8 @@ setup(
     extras_require={
         "export": EXPORT,
         "prepare": PREPARE,
-        "test": ["pytest>=8", "import-linter>=2.1", "hypothesis>=6", *EXPORT, *PREPARE],
+        "test": ["pytest>=8", "pytest-xdist>=3", "import-linter>=2.1", "hypothesis>=6",
+                 *EXPORT, *PREPARE],
     },
     entry_points={"console_scripts": ["sdmtcnn = keras_sdmtcnn.cli:main"]},
 )
