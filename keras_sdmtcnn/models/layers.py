@@ -193,13 +193,15 @@ def output_layer(x, channels, activation, name):
     ``activation`` is ``"logits"`` or ``"linear"`` (the convolution's output as
     is) or ``"l2_normalize"`` (unit vectors along channels). The returned
     tensor is named exactly ``name``. It is computed in float32 whatever the
-    mixed-precision policy, so outputs and losses stay float32.
+    mixed-precision policy, so outputs and losses stay float32 (float64 when
+    that is Keras' float type: a float64 model has no float32 part).
     """
+    dtype = "float64" if keras.config.floatx() == "float64" else "float32"
     if activation in ("logits", "linear"):
-        return layers.Conv2D(channels, 1, dtype="float32", name=name)(x)
+        return layers.Conv2D(channels, 1, dtype=dtype, name=name)(x)
     if activation == "l2_normalize":
-        x = layers.Conv2D(channels, 1, dtype="float32", name=f"{name}_conv")(x)
-        return L2Normalize(dtype="float32", name=name)(x)
+        x = layers.Conv2D(channels, 1, dtype=dtype, name=f"{name}_conv")(x)
+        return L2Normalize(dtype=dtype, name=name)(x)
     raise ValueError(
         f"Unknown output activation {activation!r}; "
         "allowed: 'logits', 'linear', 'l2_normalize'."
