@@ -149,6 +149,8 @@ def check_taskonomy(root, report):
             domains[task] = taskonomy.find_domain_dir(root, task)
         except UserError:
             report.line(f"(no {'/'.join(taskonomy.DOMAINS[task])} folder: task {task} absent)")
+    spec = get_format("taskonomy")
+    num_classes, ignore = spec.label_set().num_classes, spec.ignore_label
     labels, depth_valid, depth_total = collections.Counter(), 0, 0
     buildings = sorted(os.listdir(os.path.join(root, rgb)))
     samples = 0
@@ -174,9 +176,7 @@ def check_taskonomy(root, report):
                     report.problem(f"{path}: cannot be decoded ({e})")
                     continue
                 if key == "semantic":
-                    spec = get_format("taskonomy")
-                    found = value_problems(key, array.astype(np.int64),
-                                           spec.label_set().num_classes, spec.ignore_label)
+                    found = value_problems(key, array.astype(np.int64), num_classes, ignore)
                     for text in found:
                         report.problem(f"{path}: {text}")
                     _count(labels, array)
@@ -185,7 +185,7 @@ def check_taskonomy(root, report):
                     depth_total += array.size
     report.line(f"{samples} samples in {len(buildings)} buildings")
     if labels:
-        _label_stats(report, "label shares", labels, get_format("taskonomy").ignore_label)
+        _label_stats(report, "label shares", labels, ignore)
     if depth_total:
         report.line(f"  depth: {depth_valid / depth_total:.1%} valid (65535 = invalid)")
 

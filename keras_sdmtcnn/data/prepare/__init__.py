@@ -46,12 +46,12 @@ def prepare_dataset(fmt, raw_root, out_root, size=None, splits=None, progress=No
         settings = {"format": fmt, "raw_root": os.path.abspath(raw_root),
                     "splits_csv": os.path.abspath(splits_csv) if splits_csv else None,
                     "tasks": list(tasks)}
-        if splits_csv:
-            taskonomy.read_split_csv(splits_csv)  # a bad CSV is refused before OUT_ROOT exists
+        # The CSV and every building are checked before OUT_ROOT is touched.
+        splits, counts = taskonomy.plan(raw_root, splits_csv, tasks)
         output = Output(out_root, settings)
         if output.complete:
             return _read(output), 0
-        record = taskonomy.prepare_splits(raw_root, output, splits_csv, tasks)
+        record = taskonomy.write_splits(raw_root, output, splits, counts, tasks)
         output.finish(record)
         return _read(output), sum(c["buildings"] for c in record["splits"].values())
 

@@ -82,8 +82,8 @@ def check_buildings(raw_root, buildings, tasks):
     return points
 
 
-def prepare_splits(raw_root, output, splits_csv, tasks=DEFAULT_TASKS):
-    """Writes ``{split}.txt`` into ``output`` (an ``Output``); returns the record."""
+def plan(raw_root, splits_csv, tasks=DEFAULT_TASKS):
+    """Reads and checks everything (before any output exists): ``(splits, counts)``."""
     if splits_csv is None:
         raise UserError("data prepare taskonomy needs --splits-csv, the official "
                         "train_val_test_*.csv.")
@@ -94,6 +94,12 @@ def prepare_splits(raw_root, output, splits_csv, tasks=DEFAULT_TASKS):
             raise UserError(f"{splits_csv} puts no building in {split}.")
         points = check_buildings(raw_root, buildings, tasks)
         counts[split] = {"buildings": len(buildings), "points": sum(points.values())}
+    return splits, counts
+
+
+def write_splits(raw_root, output, splits, counts, tasks):
+    """Writes ``{split}.txt`` into ``output`` (an ``Output``); returns the record."""
+    for split, buildings in splits.items():
         output.save_text(f"{split}.txt", "".join(f"{b}\n" for b in buildings))
     return {
         "splits": counts,
