@@ -9,6 +9,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Every test model is tiny: one thread per op, as fit chooses for small steps
+# (speed.intra_op_threads), which also keeps the parallel test processes
+# from spinning against each other on a small machine.
+tf.config.threading.set_intra_op_parallelism_threads(1)
 
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN  # noqa: E402
 

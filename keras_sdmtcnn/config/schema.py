@@ -162,6 +162,13 @@ class SpeedConfig:
     # TensorFlow's graph optimizer on training graphs: off saves seconds of
     # start-up and measured no slower (models/kernels.py, configure).
     grappler: bool = False
+    # Threads one op may use (TensorFlow's intra-op pool; independent ops
+    # still run side by side). null: 1 for small steps on CPUs, where
+    # splitting each small convolution across cores costs more than it wins,
+    # else TensorFlow's choice (models/builders.py, configure_process);
+    # 0: TensorFlow's choice (one per core); N: N. Process-wide, taken before
+    # TensorFlow's first op (a later fit in the same process keeps it).
+    intra_op_threads: int | None = None
 
 
 @dataclasses.dataclass
@@ -366,6 +373,11 @@ def validate(recipe):
                        ("data.scenes.cache_dir", data.scenes.cache_dir)):
         if value and os.path.isfile(os.path.expanduser(value)):
             raise UserError(f"{key} is {value}, which is a file: give a folder.")
+    threads = recipe.speed.intra_op_threads
+    if threads is not None and not (_is_int(threads) and threads >= 0):
+        raise UserError(
+            f"speed.intra_op_threads must be an integer >= 0 (0: TensorFlow's choice) or null "
+            f"(automatic), got {threads!r}.")
     if model.width_multiplier <= 0:
         raise UserError(f"model.width_multiplier must be > 0, got {model.width_multiplier}.")
     if recipe.objective.kd_weight < 0:

@@ -118,6 +118,48 @@ def apply_speed(model, speed):
     model.jit_compile = bool(speed.xla)
 
 
+# Work per train step (batch x height x width x (first block's channels /
+# 64)^2, so a paper-size step is 2 x 288 x 384 = 221,184) up to which one
+# thread per op is faster on CPUs. Measured on the project's 2-core CPU
+# (docs/benchmarks.md, "Threads per op"), one thread against two: the
+# demo's step (384) 1.5x faster; 96x128 at width 1/4, batch 8 (6,144) 1.03x
+# and evaluation equal; 144x192 at width 1/2, batch 4 (27,648) training
+# equal but evaluation 15% slower; the paper's size 12% slower to train.
+SMALL_STEP_WORK = 8192
+
+
+def step_work(recipe):
+    """A train step's work in the units of :data:`SMALL_STEP_WORK`."""
+    height, width = recipe.data.image_size
+    channels = recipe.model.encoder_filters[0] * recipe.model.width_multiplier
+    return recipe.training.batch_size * height * width * (channels / 64) ** 2
+
+
+def configure_process(recipe):
+    """The recipe's process-wide settings that TensorFlow takes before its first op.
+
+    ``speed.intra_op_threads``; ``None`` (automatic) is 1 for a step of at
+    most :data:`SMALL_STEP_WORK` on a machine without a GPU, else 0
+    (TensorFlow's choice). Returns the threads per op in effect (0:
+    TensorFlow's choice). An explicit number that comes too late (TensorFlow
+    already runs in this process) is kept as it was, with a note saying so.
+    """
+    import sys
+
+    import tensorflow as tf
+
+    wanted = recipe.speed.intra_op_threads
+    if wanted is None:
+        small = step_work(recipe) <= SMALL_STEP_WORK
+        wanted = 1 if small and not tf.config.list_physical_devices("GPU") else 0
+    got = kernels.configure_threads(wanted)
+    if got != wanted and recipe.speed.intra_op_threads is not None:
+        print(f"note: speed.intra_op_threads: {wanted} does not apply: TensorFlow already "
+              f"runs in this process with {got or 'its own choice of'} threads per op; a new "
+              "process takes it.", file=sys.stderr)
+    return got
+
+
 def adaptor_learning_rates(model, recipe):
     """``{layer name: learning rate}`` of the layers with their own rate (Li & Bilen's adaptors)."""
     rate = recipe.objective.adaptor_learning_rate

@@ -9,9 +9,10 @@ to its Keras parent elsewhere.
 - :class:`MatmulGradConv2D`: the kernel gradient of a 3x3 convolution as
   nine matrix products.
 
-:func:`configure` also holds the one process-wide speed switch that is not
-a layer: TensorFlow's graph optimizer (Grappler), which rewrites every
-traced function before its first run.
+:func:`configure` also holds the process-wide speed switches that are not
+layers: TensorFlow's graph optimizer (Grappler), which rewrites every traced
+function before its first run, and (:func:`configure_threads`) the threads
+one op may use.
 """
 
 import keras
@@ -43,6 +44,25 @@ def configure(fused_batchnorm=True, matmul_conv_grad=True, grappler=None):
         import tensorflow as tf
 
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not grappler})
+
+
+def configure_threads(intra_op_threads):
+    """Sets the threads one TensorFlow op may use; returns the number in effect.
+
+    ``0`` is TensorFlow's choice (one per core). TensorFlow takes the setting
+    only before its first op runs; after that the process keeps what it
+    started with, and that number is returned.
+    """
+    import tensorflow as tf
+
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    if current == intra_op_threads:
+        return current
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
+    except RuntimeError:  # "cannot be modified after initialization"
+        return current
+    return intra_op_threads
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -162,8 +162,10 @@ def first_steps(recipe, steps=3):
 def train_step_only(recipe_path, overrides=(), steps=3, jit_compile=False):
     """``{"seconds": ...}`` of the ``separate`` train step (``--train-step-only``)."""
     from keras_sdmtcnn.config import load_recipe
+    from keras_sdmtcnn.models.builders import configure_process
 
     recipe = load_recipe(recipe_path, overrides)
+    configure_process(recipe)
     model, batch, _ = _model_and_batch(recipe)
     return {"seconds": _step_seconds(model, recipe, batch, "separate", steps, jit_compile)}
 
@@ -174,9 +176,11 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     XLA and allocator comparisons (three more processes, each building the model)."""
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.datasets import pipeline_throughput
+    from keras_sdmtcnn.models.builders import configure_process
     from keras_sdmtcnn.models.size import model_size
 
     recipe = load_recipe(recipe_path, overrides)
+    threads_per_op = configure_process(recipe)  # as fit would, before any op runs
 
     def say(text):
         if verbose:
@@ -184,7 +188,7 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
 
     out = {"recipe": recipe.name, "machine": machine(),
            "image_size": list(recipe.data.image_size), "batch_size": recipe.training.batch_size,
-           "tasks": list(recipe.data.tasks)}
+           "tasks": list(recipe.data.tasks), "intra_op_threads": threads_per_op}
     sets = [f"--set={o}" for o in overrides]
 
     # First what runs in fresh processes, while this one holds no model: a
@@ -290,7 +294,9 @@ def table(result):
         ]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, TF {m['tensorflow']}, Keras {m['keras']}",
              f"recipe {result['recipe']}: {result['tasks']} at {result['image_size']}, "
-             f"batch {result['batch_size']}", "", "| what | figure |", "|---|---|",
+             f"batch {result['batch_size']}, threads per op "
+             f"{result.get('intra_op_threads') or 'TensorFlow default'}", "",
+             "| what | figure |", "|---|---|",
              *[f"| {what} | {figure} |" for what, figure in rows], "",
              "| latency (batch 1) | runtime | quantize | threads | ms |", "|---|---|---|---|---|"]
     for row in result["latency"]:

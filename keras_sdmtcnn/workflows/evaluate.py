@@ -26,10 +26,12 @@ def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
     """Loads ``(model, recipe, {split: dataset})`` of a run or model file."""
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.datasets import build_datasets
+    from keras_sdmtcnn.models.builders import configure_process
     from keras_sdmtcnn.models.saving import load_model
 
     model_file, recipe_file = RunDir.resolve(path, recipe_path)
     recipe = load_recipe(recipe_file, overrides)
+    configure_process(recipe)
     model = load_model(model_file)
     if hasattr(model, "set_evaluation_convention"):
         model.set_evaluation_convention(recipe.evaluation.convention)

@@ -198,12 +198,13 @@ def _fit(recipe, run_dir, overwrite):
 
     from keras_sdmtcnn.data.datasets import build_datasets
     from keras_sdmtcnn.io import atomic_save_model
-    from keras_sdmtcnn.models.builders import apply_speed, compiled_model
+    from keras_sdmtcnn.models.builders import apply_speed, compiled_model, configure_process
     from keras_sdmtcnn.models.saving import load_model
     from keras_sdmtcnn.runs.reporting import plot_curves
     from keras_sdmtcnn.training import distribute
     from keras_sdmtcnn.training.callbacks import PanelSummary, ProgressLogger, RunRecorder
 
+    threads_per_op = configure_process(recipe)  # before TensorFlow's first op
     teacher_runs = None
     if recipe.objective.frozen_teacher == "train":
         teacher_runs = {"frozen_teacher": _train_stage1(recipe, run_dir, overwrite)}
@@ -296,7 +297,7 @@ def _fit(recipe, run_dir, overwrite):
         raise e from None
     run_dir.write_status(
         COMPLETE, started=started, seconds=time.time() - started, seed=training.seed,
-        epochs=len(recorder.history),
+        intra_op_threads=threads_per_op, epochs=len(recorder.history),
         final=recorder.history[-1] if recorder.history else {})
     if verbose:
         print(f"Done in {time.time() - started:.0f} s. Run directory: {run_dir.path}")

@@ -68,6 +68,8 @@ def _in_range(recipe):
     assert recipe.training.learning_rate > 0 and recipe.model.width_multiplier > 0
     assert all(isinstance(v, int) and v >= 1 for v in recipe.model.encoder_filters)
     assert len(recipe.data.image_size) == 2 and recipe.data.tasks
+    threads = recipe.speed.intra_op_threads
+    assert threads is None or (type(threads) is int and threads >= 0)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -93,6 +95,8 @@ def test_random_documents_load_in_range_or_raise_user_error(document):
      r"objective.task_weights.depth must be a finite number"),
     ({"data": {"format": "taskonomy", "root": "/d", "train_split": ["b1", 3]}},
      r"data.train_split must be a list of names"),
+    ({"speed": {"intra_op_threads": -1}}, r"speed.intra_op_threads must be an integer >= 0"),
+    ({"speed": {"intra_op_threads": True}}, r"speed.intra_op_threads"),
 ])
 def test_values_out_of_range_name_the_key(values, match):
     with pytest.raises(UserError, match=match):

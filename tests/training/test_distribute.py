@@ -394,6 +394,31 @@ def test_speed_grappler_switches_tensorflows_graph_optimizer():
         apply_speed(Model(), SpeedConfig())
 
 
+def test_threads_per_op_one_for_small_steps_and_kept_once_tensorflow_runs(capsys):
+    # speed.intra_op_threads: automatic is 1 for the demo's step and
+    # TensorFlow's choice at the paper's size; TensorFlow takes the setting
+    # only before its first op, so here (it has run) the process keeps its
+    # number, and only an explicit request says that it does not apply.
+    import tensorflow as tf
+
+    from keras_sdmtcnn.config import load_recipe
+    from keras_sdmtcnn.models.builders import SMALL_STEP_WORK, configure_process, step_work
+
+    demo = load_recipe(os.path.join(REPO, "recipes", "synthetic.yaml"))
+    paper = load_recipe(os.path.join(REPO, "recipes", "nyuv2.yaml"), ["data.root=/d"])
+    assert step_work(demo) == 8 * 48 * 64 / 64 <= SMALL_STEP_WORK
+    assert step_work(paper) == 2 * 288 * 384 > SMALL_STEP_WORK
+    tf.constant(1.0) + 1.0  # TensorFlow runs
+    current = tf.config.threading.get_intra_op_parallelism_threads()
+    assert configure_process(paper) == current
+    assert capsys.readouterr().err == ""
+    paper.speed.intra_op_threads = current + 1
+    assert configure_process(paper) == current
+    note = capsys.readouterr().err
+    assert note.startswith(f"note: speed.intra_op_threads: {current + 1} does not apply")
+    assert tf.config.threading.get_intra_op_parallelism_threads() == current
+
+
 def _plain(recipe):
     from keras_sdmtcnn.config import recipe_to_dict
 

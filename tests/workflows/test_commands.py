@@ -14,7 +14,9 @@ def test_fit_writes_the_run_directory_and_learns(finished_run):
                  "student.keras", "curves.png", "run.json",
                  "checkpoints/best.keras", "checkpoints/last.keras"):
         assert (run_dir / name).exists(), name
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    status = json.loads((run_dir / "run.json").read_text())
+    assert status["status"] == "complete"
+    assert status["intra_op_threads"] == 1  # a tiny step: one thread per op (automatic)
     history = json.loads((run_dir / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
     first, last = history[0], history[-1]
