@@ -53,36 +53,6 @@ def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def atomic_save_model(model, path):
-    """``model.save(path)`` through a temporary ``.keras`` file."""
-    _cache_keras_skipsets()
-    with atomic_path(path, suffix=".keras") as tmp:
-        model.save(tmp)
-
-
-# Keras 3 decides which attributes of each saved object to walk by comparing
-# against a throwaway object of its base class (``get_attr_skipset``). It
-# means to cache that set, but looks it up under ``saving_attr_skiplist_*``
-# and stores it under ``saving_attr_skipset_*``, so every save builds one
-# throwaway Layer per layer saved: 0.3 s of the 0.8 s a demo checkpoint took
-# (480 layers), every epoch. Storing each set where it is looked up makes
-# that a cache hit; the sets are the ones Keras computes, so what is saved
-# does not change. Harmless once Keras reads the key it writes.
-_SKIPSET_TYPES = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
-
-
-def _cache_keras_skipsets():
-    try:
-        from keras.src.backend.common import global_state
-        from keras.src.saving.saving_lib import get_attr_skipset
-    except ImportError:  # another Keras layout: save as it is
-        return
-    for obj_type in _SKIPSET_TYPES:
-        key = f"saving_attr_skiplist_{obj_type}"
-        if global_state.get_global_attribute(key, None) is None:
-            global_state.set_global_attribute(key, get_attr_skipset(obj_type))
-
-
 def atomic_savefig(fig, path, **kwargs):
     with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:
         fig.savefig(tmp, **kwargs)

@@ -26,7 +26,7 @@ def test_atomic_files_and_temporary_folders_follow_the_umask(tmp_path, umask_022
 
 
 def test_atomic_save_model_writes_what_keras_writes_with_its_skip_sets_cached(tmp_path, model3):
-    # io.atomic_save_model stores Keras' attribute skip sets where Keras
+    # rundir.atomic_save_model stores Keras' attribute skip sets where Keras
     # looks them up (a Keras typo made every save rebuild them); the file
     # must hold the same config and the same weights as a plain model.save.
     import io
@@ -36,7 +36,7 @@ def test_atomic_save_model_writes_what_keras_writes_with_its_skip_sets_cached(tm
     import numpy as np
     from keras.src.backend.common import global_state
 
-    from keras_sdmtcnn.io import atomic_save_model
+    from keras_sdmtcnn.runs.rundir import atomic_save_model
 
     model3.save(str(tmp_path / "plain.keras"))
     atomic_save_model(model3, str(tmp_path / "atomic.keras"))

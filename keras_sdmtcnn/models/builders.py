@@ -122,7 +122,7 @@ def apply_speed(model, speed):
 # 64)^2, so a paper-size step is 2 x 288 x 384 = 221,184) up to which one
 # thread per op is faster on CPUs. Measured on the project's 2-core CPU
 # (docs/benchmarks.md, "Threads per op"), one thread against two: the
-# demo's step (384) 1.5x faster; 96x128 at width 1/4, batch 8 (6,144) 1.03x
+# demo's step (384) 1.4-1.5x faster; 96x128 at width 1/4, batch 8 (6,144) 1.03x
 # and evaluation equal; 144x192 at width 1/2, batch 4 (27,648) training
 # equal but evaluation 15% slower; the paper's size 12% slower to train.
 SMALL_STEP_WORK = 8192

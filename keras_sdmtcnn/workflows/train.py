@@ -13,7 +13,7 @@ import os
 import time
 
 from keras_sdmtcnn.errors import UserError
-from keras_sdmtcnn.runs.rundir import COMPLETE, FAILED, RUNNING, RunDir
+from keras_sdmtcnn.runs.rundir import COMPLETE, FAILED, RUNNING, RunDir, atomic_save_model
 
 
 def _resume_state(run_dir, recipe, overwrite):
@@ -197,7 +197,6 @@ def _fit(recipe, run_dir, overwrite):
     import keras
 
     from keras_sdmtcnn.data.datasets import build_datasets
-    from keras_sdmtcnn.io import atomic_save_model
     from keras_sdmtcnn.models.builders import apply_speed, compiled_model, configure_process
     from keras_sdmtcnn.models.saving import load_model
     from keras_sdmtcnn.runs.reporting import plot_curves
