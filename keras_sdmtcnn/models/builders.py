@@ -151,6 +151,8 @@ def configure_process(recipe):
     wanted = recipe.speed.intra_op_threads
     if wanted is None:
         small = step_work(recipe) <= SMALL_STEP_WORK
+        # Physical, not logical devices (kernels._has_gpu): listing logical
+        # devices starts TensorFlow's runtime, after which threads are fixed.
         wanted = 1 if small and not tf.config.list_physical_devices("GPU") else 0
     got = kernels.configure_threads(wanted)
     if got != wanted and recipe.speed.intra_op_threads is not None:
