@@ -127,8 +127,12 @@ class MultiTaskTrainer(keras.Model):
         metrics = tuple(self.metrics)
         cache = self.__dict__.setdefault("_metric_reset", _MetricReset())
         if cache.metrics != metrics:
+            def reset_all():
+                for metric in metrics:
+                    metric.reset_state()
+
             cache.metrics = metrics
-            cache.function = tf.function(lambda: [m.reset_state() for m in metrics] and None)
+            cache.function = tf.function(reset_all)
         cache.function()
 
     def extra_term_names(self):
