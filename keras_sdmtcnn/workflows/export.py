@@ -81,10 +81,9 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
 
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.preprocessing import to_raw_pixels
+    from keras_sdmtcnn.deploy.onnx import require
     from keras_sdmtcnn.deploy.serving import serving_function
     from keras_sdmtcnn.models.saving import load_model
-
-    from keras_sdmtcnn.deploy.onnx import require
 
     for fmt, quantize in variants:
         check_choice(branch, fmt, quantize)
@@ -109,20 +108,50 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
         calibration = [to_raw_pixels(x, norm, input_dtype)[None] for x in train_images]
     out_dir = out_dir or os.path.join("saved_models", name or recipe.name)
     source = _Source(model, model_file, recipe, serve, spec, tasks, raw, calibration, info,
-                     input_dtype)
-    return [_write_variant(source, branch, fmt, quantize, out_dir, verbose)
-            for fmt, quantize in variants]
+                     input_dtype, out_dir)
+    try:
+        return [_write_variant(source, branch, fmt, quantize, out_dir, verbose)
+                for fmt, quantize in variants]
+    finally:
+        source.close()
 
 
 class _Source:
-    """What every variant of one export shares (prepared once)."""
+    """What every variant of one export shares (prepared once).
+
+    The SavedModel of the serving graph, which the ``saved_model`` variant
+    copies and every TFLite variant converts from, is written on first use
+    (about 3 s at the demo's size) into a hidden folder of ``out_dir`` that
+    ``close`` removes.
+    """
 
     def __init__(self, model, model_file, recipe, serve, spec, tasks, raw, calibration, info,
-                 input_dtype):
+                 input_dtype, out_dir):
         self.model, self.model_file, self.recipe = model, model_file, recipe
         self.serve, self.spec, self.tasks = serve, spec, tasks
         self.raw, self.calibration, self.info = raw, calibration, info
         self.input_dtype = input_dtype
+        self._out_dir, self._shared = out_dir, None
+
+    def saved_model(self):
+        """The path of the shared SavedModel folder (written the first time)."""
+        from keras_sdmtcnn.deploy.serving import write_saved_model
+        from keras_sdmtcnn.io import temp_dir_beside
+
+        if self._shared is None:
+            shared = temp_dir_beside(self._out_dir, ".saved_model.tmp-")
+            try:
+                write_saved_model(self.model, self.serve, os.path.join(shared, "saved_model"))
+            except BaseException:
+                shutil.rmtree(shared, ignore_errors=True)
+                raise
+            self._shared = shared
+        return os.path.join(self._shared, "saved_model")
+
+    def close(self):
+        if self._shared is not None:
+            shutil.rmtree(self._shared, ignore_errors=True)
+            self._shared = None
 
 
 def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
@@ -131,12 +160,11 @@ def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
     from keras_sdmtcnn.deploy.onnx import ONNX_OPSET, convert_to_onnx
     from keras_sdmtcnn.deploy.parity import MAX_ABS_DIFF, MIN_CLASS_AGREEMENT, parity
     from keras_sdmtcnn.deploy.runtime import load_exported
-    from keras_sdmtcnn.deploy.serving import output_specs, write_saved_model
+    from keras_sdmtcnn.deploy.serving import output_specs
     from keras_sdmtcnn.deploy.tflite import convert_saved_model, tflite_ops
     from keras_sdmtcnn.io import atomic_write_json, temp_dir_beside
 
-    model, serve, spec, tasks, raw = (source.model, source.serve, source.spec, source.tasks,
-                                      source.raw)
+    serve, spec, tasks, raw = source.serve, source.spec, source.tasks, source.raw
     recipe, info, input_dtype = source.recipe, source.info, source.input_dtype
     image_size = tuple(recipe.data.image_size)
     norm = recipe.data.image_normalization
@@ -147,22 +175,19 @@ def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
     os.makedirs(out_dir, exist_ok=True)
     tmp = temp_dir_beside(out_dir, f".{label}.tmp-")
     try:
-        saved = os.path.join(tmp, "saved_model")
-        write_saved_model(model, serve, saved)
         extra = {}
         if fmt == "tflite":
-            flat = convert_saved_model(saved, quantize, calibration)
+            flat = convert_saved_model(source.saved_model(), quantize, calibration)
             with open(os.path.join(tmp, "model.tflite"), "wb") as f:
                 f.write(flat)
             extra["tflite_ops"] = sorted(tflite_ops(flat))
-            shutil.rmtree(saved)
             artefact = "model.tflite"
         elif fmt == "onnx":
             convert_to_onnx(serve, spec, os.path.join(tmp, "model.onnx"))
             extra["onnx_opset"] = ONNX_OPSET
-            shutil.rmtree(saved)
             artefact = "model.onnx"
         else:
+            shutil.copytree(source.saved_model(), os.path.join(tmp, "saved_model"))
             artefact = "saved_model"
 
         reference = {k: v.numpy() for k, v in serve(raw[0][None]).items()}

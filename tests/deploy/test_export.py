@@ -35,7 +35,9 @@ def _meta(folder):
 
 
 def test_every_export_runs_and_matches_its_metadata(exports):
-    _, made = exports
+    out, made = exports
+    # One folder per variant; the SavedModel they share is not left behind.
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(f) for f in made.values())
     for (fmt, quantize), folder in made.items():
         fmt = fmt.split("-")[0]
         meta = _meta(folder)
