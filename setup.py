@@ -26,8 +26,9 @@ setup(
     extras_require={
         "export": EXPORT,
         "prepare": PREPARE,
-        "test": ["pytest>=8", "pytest-xdist>=3", "import-linter>=2.1", "hypothesis>=6",
-                 *EXPORT, *PREPARE],
+        # filelock: the test processes share one trained run (tests/conftest.py).
+        "test": ["pytest>=8", "pytest-xdist>=3", "filelock>=3.12", "import-linter>=2.1",
+                 "hypothesis>=6", *EXPORT, *PREPARE],
     },
     entry_points={"console_scripts": ["sdmtcnn = keras_sdmtcnn.cli:main"]},
 )

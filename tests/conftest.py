@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models and tiny datasets, built once per session."""
 
+import json
 import os
 import subprocess
 import sys
@@ -101,13 +102,27 @@ training: {{epochs: 5, batch_size: 4, learning_rate: 0.005}}
 
 
 @pytest.fixture(scope="session")
-def finished_run(tmp_path_factory):
-    """A tiny run trained through the real ``fit`` command, shared by the suite."""
-    tmp = tmp_path_factory.mktemp("e2e")
-    recipe = tmp / "tiny.yaml"
-    recipe.write_text(TINY_RECIPE.format(cache=tmp / "cache"))
-    run_dir = tmp / "run"
-    result = run_command("fit", str(recipe), "--run-dir", str(run_dir))
+def finished_run(tmp_path_factory, worker_id):
+    """A tiny run trained through the real ``fit`` command, shared by the suite.
+
+    Trained once for all the test processes (pytest-xdist workers share the
+    parent of their temporary folders): the first process to need it trains
+    it under a file lock, the others wait and read it. ``result`` holds the
+    command's exit status and output.
+    """
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    tmp = (base if worker_id == "master" else base.parent) / "finished-run"
+    recipe, run_dir, output = tmp / "tiny.yaml", tmp / "run", tmp / "fit-output.json"
+    with FileLock(str(tmp) + ".lock"):
+        if not output.exists():
+            tmp.mkdir(exist_ok=True)
+            recipe.write_text(TINY_RECIPE.format(cache=tmp / "cache"))
+            done = run_command("fit", str(recipe), "--run-dir", str(run_dir))
+            output.write_text(json.dumps({"args": done.args, "returncode": done.returncode,
+                                          "stdout": done.stdout, "stderr": done.stderr}))
+        result = subprocess.CompletedProcess(**json.loads(output.read_text()))
     assert result.returncode == 0, result.stderr[-3000:]
     return recipe, run_dir, result
 
