@@ -311,11 +311,12 @@ def test_mixed_precision_keeps_outputs_and_losses_float32(policy):
     from conftest import TASKS3, random_batch, tiny_model
 
     from keras_sdmtcnn.training.objectives import SeparateObjective
+    from keras_sdmtcnn.training.optimizers import FusedAdam
 
     keras.mixed_precision.set_dtype_policy(policy)
     try:
         model = tiny_model()
-        optimizer = keras.optimizers.Adam(1e-3)
+        optimizer = FusedAdam(1e-3)  # fit's Adam (the fused update on float32 master weights)
         if policy == "mixed_float16":  # a small first loss scale: fewer skipped steps
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=8.0)
         model.compile(optimizer, SeparateObjective())
