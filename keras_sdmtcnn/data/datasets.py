@@ -79,6 +79,7 @@ def build_datasets(recipe, verbose=True, splits=("train", "val"), initial_epoch=
                 epochs=training.epochs, initial_epoch=initial_epoch,
                 steps_per_epoch=training.steps_per_epoch, scale=scale, flip=flip,
                 cache=data.cache, depth_zoom=depth_zoom,
+                in_memory=recipe.speed.decoded_in_memory,
             )
         else:
             batch = (training.batch_size if train

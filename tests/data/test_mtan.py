@@ -87,9 +87,10 @@ def test_epochs_are_seeded_and_a_resumed_epoch_replays_exactly(nyuv2):
     root, _ = nyuv2
     paths, decode, n, _ = mtan_source(root, "train", "nyuv2", ["depth", "normal"], (H, W))
 
-    def batches(seed, initial_epoch=0):
+    def batches(seed, initial_epoch=0, in_memory=False):
         ds = train_pipeline(paths, decode, n, 3, seed=seed, epochs=3,
-                            initial_epoch=initial_epoch, scale=True, flip=True)
+                            initial_epoch=initial_epoch, scale=True, flip=True,
+                            in_memory=in_memory)
         return [(x.numpy(), y["depth"].numpy(), y["normal"].numpy()) for x, y in ds]
 
     full = batches(3)
@@ -99,9 +100,31 @@ def test_epochs_are_seeded_and_a_resumed_epoch_replays_exactly(nyuv2):
             np.testing.assert_array_equal(u, v)
     assert not np.array_equal(full[0][1], full[2][1])  # another order/draw each epoch
     assert not np.array_equal(full[0][1], batches(4)[0][1])  # another seed
+    # Decoded once and gathered from memory: the batches of the files, bit
+    # for bit, from the start and resumed at epoch 2.
+    for a, b in zip(full + full[4:], batches(3, in_memory=True) + batches(3, 2, True)):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
     for a, b in zip(full[4:], batches(3, initial_epoch=2)):  # resuming at epoch 2
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
+
+
+def test_a_training_split_over_the_memory_limit_is_read_from_its_files(nyuv2, monkeypatch):
+    from keras_sdmtcnn.data import pipeline
+    from keras_sdmtcnn.data.mtan import mtan_source
+
+    root, _ = nyuv2
+    paths, decode, n, _ = mtan_source(root, "train", "nyuv2", ["depth"], (H, W))
+    paths = {k: pipeline.tf.constant(v) for k, v in paths.items()}
+    image = decode({k: v[0] for k, v in paths.items()})[0]
+    sample_mb = (image.shape.num_elements() * 4 + H * W * 4) / 2**20  # image and depth
+    assert pipeline._decoded_in_memory(paths, decode, n) is not None
+    monkeypatch.setattr(pipeline, "IN_MEMORY_LIMIT_MB", n * sample_mb * 0.99)
+    assert pipeline._decoded_in_memory(paths, decode, n) is None
+    monkeypatch.setattr(pipeline, "IN_MEMORY_LIMIT_MB", n * sample_mb)
+    kept = pipeline._decoded_in_memory(paths, decode, n)
+    assert kept[0].shape == (n, H, W, 3) and kept[1]["depth"].shape == (n, H, W, 1)
 
 
 def test_holdout_is_disjoint_and_stable():
