@@ -110,13 +110,16 @@ def test_epochs_are_seeded_and_a_resumed_epoch_replays_exactly(nyuv2):
             np.testing.assert_array_equal(u, v)
 
 
-def test_a_training_split_over_the_memory_limit_is_read_from_its_files(nyuv2, monkeypatch):
+def test_a_training_split_over_the_memory_limit_is_not_kept_in_memory(nyuv2, monkeypatch):
+    # (train_pipeline then decodes each epoch's samples from their files.)
+    import tensorflow as tf
+
     from keras_sdmtcnn.data import pipeline
     from keras_sdmtcnn.data.mtan import mtan_source
 
     root, _ = nyuv2
     paths, decode, n, _ = mtan_source(root, "train", "nyuv2", ["depth"], (H, W))
-    paths = {k: pipeline.tf.constant(v) for k, v in paths.items()}
+    paths = {k: tf.constant(v) for k, v in paths.items()}
     image = decode({k: v[0] for k, v in paths.items()})[0]
     sample_mb = (image.shape.num_elements() * 4 + H * W * 4) / 2**20  # image and depth
     assert pipeline._decoded_in_memory(paths, decode, n) is not None
