@@ -3,16 +3,21 @@
 import json
 
 import pytest
-from conftest import run_command
+from conftest import REPO, run_command
 
 
-def _bench(tmp_path, *flags):
+def _tiny_recipe(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(
         "data: {format: scenes, tasks: [semantic, depth], image_size: [32, 32],\n"
         f"       scenes: {{num_train: 4, num_val: 2, height: 32, width: 32, cache_dir: {tmp_path}}}}}\n"
         "model: {width_multiplier: 0.0625, bottleneck_filters: 64, encoder_depths: [1, 1, 1, 1]}\n"
         "training: {batch_size: 2}\n")
+    return recipe
+
+
+def _bench(tmp_path, *flags):
+    recipe = _tiny_recipe(tmp_path)
     out = tmp_path / "bench.json"
     result = run_command("bench", "--recipe", str(recipe), "--steps", "1", "--quantize",
                          "none", "int8", "--out", str(out), *flags)
@@ -51,3 +56,43 @@ def test_bench_runs_on_a_tiny_recipe_and_writes_every_field(tmp_path):
                 (branch, "tflite", "int8", 1)} <= runtimes
     assert "| student | tflite | int8 |" in result.stdout
     assert "| `separate` / `teacher_only` |" in result.stdout
+
+
+def test_bench_against_a_checkout_times_both_in_alternating_blocks(tmp_path):
+    # This checkout against itself: both workers build the same model.
+    out = tmp_path / "paired.json"
+    result = run_command("bench", "--recipe", str(_tiny_recipe(tmp_path)), "--against", REPO,
+                         "--blocks", "3", "--block-steps", "2", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    paired = json.loads(out.read_text())
+    assert paired["other"] == REPO and paired["blocks"] == 3 and paired["steps_per_block"] == 2
+    for side in ("this", "other"):
+        assert len(paired["block_step_s"][side]) == 3
+        # The first step traces the step: longer than any steady one.
+        assert paired["first_train_step_s"][side] > max(paired["block_step_s"][side]) > 0
+    ratios = [o / t for o, t in zip(paired["block_step_s"]["other"],
+                                    paired["block_step_s"]["this"])]
+    assert paired["speedup_min"] == min(ratios) and paired["speedup_max"] == max(ratios)
+    assert "speed-up, other / this" in result.stdout
+
+
+def test_bench_against_a_folder_that_is_no_checkout_is_one_error_line(tmp_path):
+    result = run_command("bench", "--recipe", str(_tiny_recipe(tmp_path)),
+                         "--against", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: --against {tmp_path}: no keras_sdmtcnn package there; give the root of "
+        "another checkout of this project (git worktree add DIR COMMIT)."]
+
+
+def test_bench_against_a_checkout_that_fails_names_it_in_one_error_line(tmp_path):
+    broken = tmp_path / "broken"
+    (broken / "keras_sdmtcnn").mkdir(parents=True)
+    (broken / "keras_sdmtcnn" / "__init__.py").write_text(
+        "raise ImportError('this version cannot be imported')\n")
+    result = run_command("bench", "--recipe", str(_tiny_recipe(tmp_path)),
+                         "--against", str(broken))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: the train step of {broken} could not")
+    assert "this version cannot be imported" in lines[0]
