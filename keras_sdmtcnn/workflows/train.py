@@ -201,7 +201,12 @@ def _fit(recipe, run_dir, overwrite):
     from keras_sdmtcnn.models.saving import load_model
     from keras_sdmtcnn.runs.reporting import plot_curves
     from keras_sdmtcnn.training import distribute
-    from keras_sdmtcnn.training.callbacks import PanelSummary, ProgressLogger, RunRecorder
+    from keras_sdmtcnn.training.callbacks import (
+        EpochTensorBoard,
+        PanelSummary,
+        ProgressLogger,
+        RunRecorder,
+    )
 
     threads_per_op = configure_process(recipe)  # before TensorFlow's first op
     teacher_runs = None
@@ -244,7 +249,7 @@ def _fit(recipe, run_dir, overwrite):
         callbacks = [recorder, ProgressLogger(tasks, training.epochs, info.steps_per_epoch,
                                               verbose)]
         if recipe.output.tensorboard:
-            callbacks.append(keras.callbacks.TensorBoard(run_dir.tensorboard, write_graph=False))
+            callbacks.append(EpochTensorBoard(run_dir.tensorboard, write_graph=False))
             if recipe.output.panels_every:
                 images = next(iter(datasets["val"]))[0].numpy()[:3]
                 callbacks.append(PanelSummary(run_dir.tensorboard, images, tasks,
