@@ -169,10 +169,10 @@ class SpeedConfig:
     # 0: TensorFlow's choice (one per core); N: N. Process-wide, taken before
     # TensorFlow's first op (a later fit in the same process keeps it).
     intra_op_threads: int | None = None
-    # Decode a small training split (data/pipeline.py, IN_MEMORY_LIMIT_MB)
-    # once and gather each epoch's samples from memory: the same batches,
-    # bit for bit, and the cores left to the train step. Off: every epoch
-    # decodes its files. (data.cache is another thing: in memory whatever
+    # Decode a small training or validation split (data/pipeline.py,
+    # IN_MEMORY_LIMIT_MB each) once and read each epoch's samples from
+    # memory: the same batches, bit for bit, and the cores left to the
+    # train step. Off: every epoch decodes its files. (data.cache is another thing: in memory whatever
     # the size, with a shuffle that a resumed run does not replay.)
     decoded_in_memory: bool = True
 

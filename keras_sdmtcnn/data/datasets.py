@@ -84,7 +84,8 @@ def build_datasets(recipe, verbose=True, splits=("train", "val"), initial_epoch=
         else:
             batch = (training.batch_size if train
                      else recipe.evaluation.batch_size or training.batch_size)
-            datasets[split] = pipeline.eval_pipeline(paths, decode, batch)
+            datasets[split] = pipeline.eval_pipeline(paths, decode, batch,
+                                                     in_memory=recipe.speed.decoded_in_memory)
         sizes[split] = n
     info = DatasetInfo(
         root, num_classes, ignore, names, sizes.get("train", 0), sizes.get("val", 0),

@@ -5,7 +5,8 @@ A reader provides a dict of per-sample file paths, a ``decode`` function
 does the rest:
 
 - :func:`eval_pipeline`: decode in parallel, batch, prefetch; the order of
-  the files.
+  the files. A small split is decoded once and read from memory on every
+  pass (``fit`` validates after every epoch).
 - :func:`train_pipeline`: one shuffle **per epoch, seeded by (seed, epoch)**,
   augmentation drawn from stateless seeds ``(seed, epoch, index)``, batching
   within each epoch, and prefetching. Epoch ``e`` therefore sees the same
@@ -24,7 +25,7 @@ from keras_sdmtcnn.data.augment import random_augment
 
 _SEED_MIX = 1_000_003
 
-# The largest decoded training split kept in memory (``in_memory=True``).
+# The largest decoded split kept in memory (``in_memory=True``).
 # The decoded samples become constants of the input pipeline's graph, which
 # a distribution strategy serialises (protocol buffers stop at 2 GB).
 IN_MEMORY_LIMIT_MB = 256
@@ -39,9 +40,21 @@ def _options(ds):
     return ds.with_options(options)
 
 
-def eval_pipeline(paths, decode, batch_size):
-    ds = tf.data.Dataset.from_tensor_slices(paths)
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+def eval_pipeline(paths, decode, batch_size, in_memory=False):
+    """One ordered pass over the samples, in batches of ``batch_size``.
+
+    ``in_memory=True``: when the decoded samples take at most
+    ``IN_MEMORY_LIMIT_MB``, decode them once, here, and read every pass from
+    memory (``fit`` validates after every epoch); the batches are the same.
+    """
+    tensors = {k: tf.constant(v) for k, v in paths.items()}
+    num_samples = int(next(iter(tensors.values())).shape[0])
+    decoded = _decoded_in_memory(tensors, decode, num_samples) if in_memory else None
+    if decoded is not None:
+        ds = tf.data.Dataset.from_tensor_slices(decoded)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(tensors).map(
+            decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return _options(ds.batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 

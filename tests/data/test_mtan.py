@@ -211,3 +211,37 @@ def test_fit_and_check_refuse_the_same_files(tmp_path):
             next(iter(ds))
         assert bad_file(caught.value.message) == (path, rule if name != "normal" else
                                                   "normals are neither unit vectors nor all-zero")
+
+
+def test_a_small_validation_split_is_decoded_once_into_the_same_batches(
+        nyuv2, tmp_path, monkeypatch):
+    import shutil
+
+    from keras_sdmtcnn.data import pipeline
+    from keras_sdmtcnn.data.mtan import mtan_source
+
+    def batches(ds):
+        return [(x.numpy(), y["semantic"].numpy(), y["depth"].numpy()) for x, y in ds]
+
+    def assert_same(a, b):
+        assert len(a) == len(b)
+        for u, v in zip(a, b):
+            for p, q in zip(u, v):
+                np.testing.assert_array_equal(p, q)
+
+    root = str(tmp_path / "copy")
+    shutil.copytree(nyuv2[0], root)
+    paths, decode, n, _ = mtan_source(root, "val", "nyuv2", ["semantic", "depth"], (H, W))
+    from_files = batches(pipeline.eval_pipeline(paths, decode, 2))
+    assert [len(b[0]) for b in from_files] == [2, 1]  # 3 samples, the last batch smaller
+    kept = pipeline.eval_pipeline(paths, decode, 2, in_memory=True)
+    limit = pipeline.IN_MEMORY_LIMIT_MB
+    monkeypatch.setattr(pipeline, "IN_MEMORY_LIMIT_MB", 0)
+    over = pipeline.eval_pipeline(paths, decode, 2, in_memory=True)  # over the limit
+    monkeypatch.setattr(pipeline, "IN_MEMORY_LIMIT_MB", limit)
+    assert_same(batches(over), from_files)
+    shutil.rmtree(root)  # a pass now reads memory, or fails
+    for _ in range(2):  # two epochs' validation
+        assert_same(batches(kept), from_files)
+    with pytest.raises(Exception, match="No such file|NotFound|not found"):
+        batches(over)
