@@ -172,8 +172,9 @@ class SpeedConfig:
     # Decode a small training or validation split (data/pipeline.py,
     # IN_MEMORY_LIMIT_MB each) once and read each epoch's samples from
     # memory: the same batches, bit for bit, and the cores left to the
-    # train step. Off: every epoch decodes its files. (data.cache is another thing: in memory whatever
-    # the size, with a shuffle that a resumed run does not replay.)
+    # train step. Off: every epoch decodes its files. (data.cache is
+    # another thing: in memory whatever the size, with a shuffle that a
+    # resumed run does not replay.)
     decoded_in_memory: bool = True
 
 

@@ -49,7 +49,8 @@ def eval_pipeline(paths, decode, batch_size, in_memory=False):
     """
     tensors = {k: tf.constant(v) for k, v in paths.items()}
     num_samples = int(next(iter(tensors.values())).shape[0])
-    decoded = _decoded_in_memory(tensors, decode, num_samples) if in_memory else None
+    decoded = (_decoded_in_memory(tensors, decode, num_samples)
+               if in_memory and num_samples else None)
     if decoded is not None:
         ds = tf.data.Dataset.from_tensor_slices(decoded)
     else:

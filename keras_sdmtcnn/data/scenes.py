@@ -302,10 +302,13 @@ def write_scenes(root, num_train, num_val, height=96, width=128, seed=0,
     # so two threads render and write 1.85x as fast on the project's 2-core
     # CPU, with no process start-up. Each scene depends on its seed alone,
     # so the files are the same bytes in any order.
-    with ThreadPoolExecutor(max_workers=RENDER_THREADS) as pool:
+    pool = ThreadPoolExecutor(max_workers=RENDER_THREADS)
+    try:
         for done, _ in enumerate(pool.map(write_one, range(total)), start=1):
             if progress is not None:
                 progress(done, total)
+    finally:
+        pool.shutdown(cancel_futures=True)  # after an error or Ctrl-C, start no more scenes
     os.makedirs(os.path.join(root, "splits"), exist_ok=True)
     for split, buildings in splits.items():
         with open(os.path.join(root, "splits", f"{split}.txt"), "w") as f:

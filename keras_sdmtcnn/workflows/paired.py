@@ -81,15 +81,14 @@ class _Worker:
         if not line:
             self.process.wait()
             self.stderr.seek(0)
-            lines = [line for line in self.stderr.read().splitlines() if line.strip()]
-            cause = lines[-1].strip() if lines else "no message"  # the exception's line
+            said = [text for text in self.stderr.read().splitlines() if text.strip()]
+            cause = said[-1].strip() if said else "no message"  # the exception's line
             raise UserError(f"the train step of {self.label} could not be timed "
                             f"(its worker exited with code {self.process.returncode}): {cause}")
         return line.split()
 
     def ready(self):
-        word, first = self.read()
-        return float(first)
+        return float(self.read()[1])  # "ready SECONDS"
 
     def steps(self, count):
         self.process.stdin.write(f"{count}\n")
@@ -125,7 +124,7 @@ def paired_train_steps(recipe_path, overrides, against, blocks=16, steps=10, say
     """
     other_root = check_checkout(against)
     if blocks < 1 or steps < 1:
-        raise UserError("--blocks and --steps must be at least 1.")
+        raise UserError("--blocks and --block-steps must be at least 1.")
     from keras_sdmtcnn.config import load_recipe
 
     load_recipe(recipe_path, overrides)  # a bad recipe: its error line, before any process
