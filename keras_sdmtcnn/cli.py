@@ -129,16 +129,19 @@ _OS_ADVICE = {
 
 
 def run(main_fn, argv=None):
-    """Calls ``main_fn(argv)``; a UserError prints ``error: ...`` and exits with 2.
+    """Runs ``main_fn(argv)`` as the program, then ends the process.
 
-    Also quiet by default (see the module docstring).
+    A UserError prints ``error: ...`` and exits with 2; a refused file
+    operation (full disk, read-only folder, ...) likewise. Quiet by default
+    (see the module docstring). The process ends through :func:`end_process`.
     """
     argv = _quiet(argv)
     try:
         main_fn(argv)
+        code = 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except OSError as e:
         # The operating system refused a file operation: a full disk, a
         # read-only or permission-denied folder, a file where a folder must
@@ -149,10 +152,39 @@ def run(main_fn, argv=None):
             raise
         where = e.filename or "a file"
         print(f"error: {where}: {e.strerror}. {advice}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        code = 130
+    end_process(code)
+
+
+def end_process(code):
+    """Ends the process with ``code`` once everything it wrote is out, without teardown.
+
+    The interpreter's own exit frees every object one by one, and a command
+    that traced TensorFlow graphs holds millions of them: after the demo's
+    ``fit`` that teardown took 2.3 s (a full garbage collection, then
+    TensorFlow's graphs freed node by node; docs/benchmarks.md). Nothing is
+    left to save by then: every file was written and closed (and renamed
+    into place) before ``main`` returned. So this runs the exit handlers
+    (``atexit``: flushing logs, restoring stderr), flushes the standard
+    streams and leaves with ``os._exit``. Where a non-daemon thread still
+    runs, which a normal exit would wait for, it exits the normal way.
+    """
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if others:
+        sys.exit(code)
+    try:
+        atexit._run_exitfuncs()  # what a normal exit runs first; no public name
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # closed, or its reader is gone
+                pass
+        os._exit(code)
 
 
 def _main(argv=None):

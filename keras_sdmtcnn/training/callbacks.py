@@ -144,3 +144,8 @@ class PanelSummary(keras.callbacks.Callback):
             tf.summary.image("predictions", np.stack(pictures), step=epoch + 1,
                              max_outputs=len(pictures))
         self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:  # closed here, not left to the process's teardown
+            self._writer.close()
+            self._writer = None

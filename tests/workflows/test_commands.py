@@ -111,6 +111,48 @@ def test_commands_hide_tensorflow_native_logs_unless_verbose():
     assert loud.returncode == 0 and "oneDNN" in loud.stderr
 
 
+_ENDING = """
+import atexit, sys, threading, time
+from keras_sdmtcnn import cli
+from keras_sdmtcnn.errors import UserError
+
+out = sys.argv[1]
+atexit.register(lambda: open(out + ".atexit", "w").write("ran"))
+
+def main(argv):
+    sys.stdout.write("last words, no newline")  # still in Python's buffer
+    sys.stderr.write("to stderr ")
+    if argv[0] == "thread":  # a non-daemon thread still working: the exit waits for it
+        threading.Thread(target=lambda: (time.sleep(0.5),
+                                         open(out + ".thread", "w").write("done"))).start()
+    if argv[0] == "error":
+        raise UserError("a bad input")
+
+cli.run(main, sys.argv[2:])
+raise SystemExit("cli.run returned")
+"""
+
+
+@pytest.mark.parametrize("how, code", [("ok", 0), ("error", 2), ("thread", 0)])
+def test_a_command_ends_with_its_status_and_everything_written(how, code, tmp_path):
+    """``cli.run`` skips the interpreter's teardown, and nothing written is lost."""
+    import subprocess
+    import sys
+
+    script, out = tmp_path / "command.py", tmp_path / "out"
+    script.write_text(_ENDING)
+    done = subprocess.run([sys.executable, str(script), str(out), how], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": REPO}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == code, done.stderr
+    assert done.stdout == "last words, no newline"
+    expected_stderr = "to stderr error: a bad input\n" if how == "error" else "to stderr "
+    assert done.stderr == expected_stderr
+    assert (tmp_path / "out.atexit").read_text() == "ran"
+    if how == "thread":
+        assert (tmp_path / "out.thread").read_text() == "done"
+
+
 def test_bad_recipe_key_is_one_clear_line(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("training:\n  epohcs: 3\n")
