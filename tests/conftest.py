@@ -17,7 +17,11 @@ import tensorflow as tf  # noqa: E402
 # from spinning against each other on a small machine.
 tf.config.threading.set_intra_op_parallelism_threads(1)
 
+from keras_sdmtcnn.cli import collect_garbage_less_often  # noqa: E402
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN  # noqa: E402
+
+# As in the commands: the suite traces thousands of graphs.
+collect_garbage_less_often()
 
 TASKS3 = ["semantic", "depth", "normal"]
 ALL_TASKS = ["semantic", "depth", "normal", "keypoints", "edges"]
