@@ -170,8 +170,9 @@ def collect_garbage_less_often():
     the survivors grow by a quarter) rescan them again and again: 1.7 s of
     collections in a 2-epoch demo ``fit``, 16 s in three of the test files
     run in one process. With these thresholds the same ``fit`` spent 0.5 s
-    and the three files 9 s (docs/benchmarks.md). Garbage is still collected, only in larger batches. Used by every
-    command and by the test suite.
+    and the three files 9 s (docs/benchmarks.md). Garbage is still
+    collected, only in larger batches. Used by every command and by the
+    test suite.
     """
     gc.set_threshold(20_000, 10, 10)
 
