@@ -6,10 +6,12 @@ each command module gives its argument parser (``build_parser``) and what it
 runs (``run``). Bad input raised as :class:`~keras_sdmtcnn.errors.UserError`
 ends a command with one ``error: ...`` line on stderr and exit status 2.
 
-Commands are quiet: TensorFlow's C++ log lines (oneDNN notices, CUDA
-probing, absl's start-up warning) and Python warnings the user cannot act
-on are not shown. ``--verbose`` anywhere on the command line (or
-``SDMTCNN_VERBOSE=1``) shows everything.
+Commands are quiet: TensorFlow's informational and warning log lines
+(oneDNN notices, CUDA probing, absl's start-up warning) and the Python
+warnings named in ``process/logs.py`` are not shown; the runtime's error
+lines are. ``--verbose`` anywhere on the command line (or
+``SDMTCNN_VERBOSE=1``) shows everything. ``fit`` and ``experiments`` run
+their work in a supervised child process (``process/supervisor.py``).
 """
 
 import argparse
@@ -17,17 +19,15 @@ import atexit
 import errno
 import gc
 import importlib
-import logging
 import os
-import re
 import sys
 import threading
-import warnings
 
 # Quieter TensorFlow start-up for command-line use (the user can override).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_sdmtcnn.errors import UserError  # noqa: E402
+from keras_sdmtcnn.process import logs, memory, supervisor  # noqa: E402
 
 # Subcommand -> command module (each has build_parser(parser) and run(args)).
 COMMANDS = {
@@ -44,73 +44,16 @@ COMMANDS = {
 }
 
 
-# A line TensorFlow's C++ runtime writes straight to file descriptor 2,
-# which TF_CPP_MIN_LOG_LEVEL does not reach in TensorFlow 2.21 (absl logs
-# before its initialisation): "I0000 00:00:... port.cc:153] oneDNN ...".
-_NATIVE_LOG = re.compile(
-    rb"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ [\w./-]+:\d+\]|WARNING: All log messages before "
-    rb"absl::InitializeLog\(\) is called|To enable the following instructions:)")
-
-
-class _NativeLogFilter:
-    """Drops the C++ runtime's log lines from file descriptor 2; passes everything else.
-
-    No library filters a file descriptor (the lines never pass through
-    Python), so fd 2 becomes a pipe read by a thread that forwards every
-    other line to the real stderr. ``stop`` (at exit) restores fd 2 and
-    waits until every line written before it has been forwarded.
-    """
-
-    def start(self):
-        self.saved = os.dup(2)
-        read, write = os.pipe()
-        os.dup2(write, 2)
-        os.close(write)
-        self.thread = threading.Thread(target=self._pump, args=(read,), daemon=True)
-        self.thread.start()
-        atexit.register(self.stop)
-
-    def _pump(self, read):
-        with os.fdopen(read, "rb", buffering=0) as pipe:
-            pending = b""
-            while True:
-                chunk = pipe.read(65536)
-                if not chunk:
-                    break
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if not _NATIVE_LOG.match(line):
-                        os.write(self.saved, line + b"\n")
-            if pending and not _NATIVE_LOG.match(pending):
-                os.write(self.saved, pending)
-
-    def stop(self):
-        try:
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        os.dup2(self.saved, 2)  # the pipe's last writer closes: the thread sees its end
-        self.thread.join(timeout=10)
-
-
 def _quiet(argv):
     """Unless ``--verbose`` (removed from ``argv``), hide what the user cannot act on."""
     args = sys.argv if argv is None else argv
     if "--verbose" in args[1 if argv is None else 0:]:
         args.remove("--verbose")
+        os.environ["SDMTCNN_VERBOSE"] = "1"  # for a supervised child too
         return argv
     if os.environ.get("SDMTCNN_VERBOSE"):
         return argv
-    for name in ("tensorflow", "absl", "keras"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    try:
-        _NativeLogFilter().start()
-    except OSError:  # no file descriptor 2 to filter: nothing to hide
-        pass
+    logs.quiet()
     return argv
 
 
@@ -132,15 +75,17 @@ _OS_ADVICE = {
 def run(main_fn, argv=None):
     """Runs ``main_fn(argv)`` as the program, then ends the process.
 
-    A UserError prints ``error: ...`` and exits with 2; a refused file
-    operation (full disk, read-only folder, ...) likewise. Quiet by default
+    ``main_fn`` may return an exit status (``None`` is 0). A UserError
+    prints ``error: ...`` and exits with 2; a refused file operation (full
+    disk, read-only folder, ...) likewise. Quiet by default
     (see the module docstring). The process ends through :func:`end_process`.
     """
     argv = _quiet(argv)
     collect_garbage_less_often()
+    if supervisor.in_child():
+        supervisor.become_child()
     try:
-        main_fn(argv)
-        code = 0
+        code = main_fn(argv) or 0
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         code = 2
@@ -158,6 +103,11 @@ def run(main_fn, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except (MemoryError, ImportError) as e:
+        if not memory.ran_out(e):
+            raise
+        print(f"error: {memory.out_of_memory_line(e)}", file=sys.stderr)
+        code = 2
     end_process(code)
 
 
@@ -215,7 +165,7 @@ def _main(argv=None):
         command.set_defaults(module=module)
         importlib.import_module(module).build_parser(command)
     args = parser.parse_args(argv)
-    importlib.import_module(args.module).run(args)
+    return importlib.import_module(args.module).run(args)
 
 
 def main(argv=None):

@@ -9,6 +9,7 @@ finished yet (resuming interrupted runs), then writes ``results.md``,
 import argparse
 
 from keras_sdmtcnn import cli
+from keras_sdmtcnn.process import supervisor
 
 
 def build_parser(parser=None):
@@ -24,15 +25,28 @@ def build_parser(parser=None):
     return parser
 
 
-def run(args):
-    from keras_sdmtcnn.workflows.experiments import run_experiments
+def _argv(args):
+    argv = [args.plan]
+    if args.seeds:
+        argv += ["--seeds", *map(str, args.seeds)]
+    if args.delta_m:
+        argv += ["--delta-m", args.delta_m]
+    return argv + (["--quiet"] if args.quiet else [])
 
-    run_experiments(args.plan, verbose=0 if args.quiet else 1, seeds=args.seeds,
-                    delta_m=args.delta_m)
+
+def run(args):
+    from keras_sdmtcnn.workflows import experiments
+
+    if supervisor.in_child():
+        experiments.run_experiments(args.plan, verbose=0 if args.quiet else 1,
+                                    seeds=args.seeds, delta_m=args.delta_m)
+        return 0
+    return supervisor.supervise("keras_sdmtcnn.experiments", _argv(args), experiments.stopped,
+                                experiments.died, stderr=cli.logs.real_stderr())
 
 
 def main(argv=None):
-    run(build_parser().parse_args(argv))
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

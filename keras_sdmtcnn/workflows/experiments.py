@@ -152,3 +152,20 @@ def run_experiments(plan_path, verbose=1, seeds=None, delta_m=None):
         print(text)
         print(f"Wrote {plan.out_dir}/results.md, results.csv and curves.png")
     return text
+
+
+def stopped(signal_name):
+    """The line of a plan stopped by a signal (its supervising parent prints it)."""
+    return (f"experiments: stopped by {signal_name}. Finished runs are kept and the run in "
+            "progress keeps its last checkpoint: the same command resumes the plan.")
+
+
+def died(signal_name):
+    """The ``error:`` message of a plan whose training process died by ``signal_name``."""
+    from keras_sdmtcnn.process.memory import describe_limit
+
+    limit = describe_limit()
+    return (f"the plan's training process died ({signal_name}), most often from memory "
+            "running out" + (f" (this process may use {limit})" if limit else "") + ". Try a "
+            "smaller training.batch_size in the plan's set, or free memory; the same command "
+            "resumes the plan from the last checkpoint of the run in progress.")
