@@ -24,6 +24,8 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
+        # TensorFlow's CUDA build (the GPU wheels of the same version); see docs/scaling.md.
+        "gpu": ["tensorflow[and-cuda]>=2.21,<2.22"],
         "export": EXPORT,
         "prepare": PREPARE,
         # filelock: the test processes share one trained run (tests/conftest.py).

@@ -5,9 +5,49 @@ half-written one.
 """
 
 import contextlib
+import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+
+
+def owner_tag():
+    """``p1234-ab12cd``: this process (pid and a short hash of the host name).
+
+    Every temporary name carries it, so that a cleanup removes only what a
+    process that is gone left behind, never the temporary file another
+    live process is writing (another command on the same run directory).
+    """
+    host = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+    return f"p{os.getpid()}-{host}"
+
+
+_OWNER = re.compile(r"\.p(\d+)-([0-9a-f]{6})\.")
+
+
+def left_behind(name):
+    """Whether the temporary ``name`` was left by a process that is gone.
+
+    A name without an owner tag (written by an older version) counts as
+    left behind; one written on another host is never taken as gone.
+    """
+    found = _OWNER.search(name)
+    if found is None:
+        return True
+    pid, host = int(found.group(1)), found.group(2)
+    if host != owner_tag().split("-")[1]:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _umask():
@@ -20,7 +60,7 @@ def _tmp_beside(path, suffix=""):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{os.path.basename(path)}.", suffix=f".tmp{suffix}", dir=folder
+        prefix=f".{os.path.basename(path)}.{owner_tag()}.", suffix=f".tmp{suffix}", dir=folder
     )
     os.close(fd)
     # mkstemp makes the file private (0600); the final file gets the mode
@@ -83,6 +123,6 @@ def temp_dir_beside(folder, prefix):
     (0755 under umask 022).
     """
     os.makedirs(folder, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=prefix, dir=folder)
+    tmp = tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}.", dir=folder)
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp

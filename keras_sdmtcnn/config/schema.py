@@ -124,6 +124,9 @@ class TrainingConfig:
     seed: int = 0  # fixes data order, augmentation and initialisation
     deterministic: bool = False  # deterministic TF ops (slower; exact reruns)
     distribute: str = "auto"  # auto | none | mirrored | multi_worker (TF_CONFIG)
+    # multi_worker: seconds a worker waits for the others (to connect, to
+    # start, to finish) before it stops with an error naming them.
+    peer_timeout: float = 300.0
     cpu_replicas: int = 1  # split the CPU into N logical devices (MirroredStrategy on CPU)
     mixed_precision: str = "none"  # none | mixed_float16 | mixed_bfloat16
     steps_per_epoch: int | None = None  # default: the whole training split
@@ -157,15 +160,17 @@ class SpeedConfig:
     """
 
     xla: bool = False  # XLA-compile the train step (on CPUs slower for SegNet)
-    fused_batchnorm: bool = True  # TensorFlow's fused BatchNorm kernel (off under XLA)
-    matmul_conv_grad: bool = True  # 3x3 kernel gradients as matrix products (CPU)
-    # TensorFlow's graph optimizer on training graphs: off saves seconds of
-    # start-up and measured no slower (models/kernels.py, configure).
-    grappler: bool = False
+    # TensorFlow's fused BatchNorm kernel (off under XLA); null: on CPUs, where
+    # it was measured, and Keras' BatchNorm on GPUs (process/settings.py).
+    fused_batchnorm: bool | None = None
+    matmul_conv_grad: bool = True  # 3x3 kernel gradients as matrix products (CPUs only)
+    # TensorFlow's graph optimizer on training graphs; null: off on CPUs, where
+    # it costs seconds of start-up and measured no faster, on with a GPU.
+    grappler: bool | None = None
     # Threads one op may use (TensorFlow's intra-op pool; independent ops
     # still run side by side). null: 1 for small steps on CPUs, where
     # splitting each small convolution across cores costs more than it wins,
-    # else TensorFlow's choice (models/builders.py, configure_process);
+    # else TensorFlow's choice (process/settings.py, configure_process);
     # 0: TensorFlow's choice (one per core); N: N. Process-wide, taken before
     # TensorFlow's first op (a later fit in the same process keeps it).
     intra_op_threads: int | None = None
@@ -450,6 +455,8 @@ def validate(recipe):
         raise UserError(f"training.batch_size must be >= 1, got {training.batch_size}.")
     if training.learning_rate <= 0:
         raise UserError(f"training.learning_rate must be > 0, got {training.learning_rate}.")
+    if training.peer_timeout <= 0:
+        raise UserError(f"training.peer_timeout must be > 0 seconds, got {training.peer_timeout}.")
     if training.cpu_replicas < 1:
         raise UserError(f"training.cpu_replicas must be >= 1, got {training.cpu_replicas}.")
     for key in ("steps_per_epoch", "validation_steps"):

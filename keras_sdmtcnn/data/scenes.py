@@ -342,6 +342,8 @@ def ensure_scenes(cache_dir, num_train, num_val, height=96, width=128, seed=0,
                      progress=(lambda i, n: bar.update(i)) if bar else None)
         with open(os.path.join(tmp, COMPLETE_MARKER), "w") as f:
             json.dump(params, f)
+        if os.path.exists(os.path.join(root, COMPLETE_MARKER)):
+            return root  # another process (a second worker) finished it meanwhile
         if os.path.exists(root):  # an incomplete leftover from an old layout
             shutil.rmtree(root)
         os.replace(tmp, root)

@@ -82,3 +82,15 @@ def bad_file(message):
 
     found = re.search(rf"\[{BAD_FILE}\] \[(.*?)\] \[(.*?)\]", message)
     return (found.group(1), found.group(2)) if found else None
+
+
+# What TensorFlow says when a file cannot be read or decoded (a PNG whose
+# pixel data is corrupt, a file cut short or gone); other runtime errors are
+# not about the data.
+_FILE_ERRORS = ("DecodePng", "DecodeImage", "DecodeRaw", "Invalid PNG data", "Invalid JPEG data",
+                "ReadFile", "Read less bytes", "truncated", "No such file")
+
+
+def file_error(message):
+    """Whether a TensorFlow error met while reading data is about a file (not the runtime)."""
+    return any(text in message for text in _FILE_ERRORS)

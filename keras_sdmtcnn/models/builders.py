@@ -1,8 +1,8 @@
 """From recipe sections to objects: the model, its optimizer and its objective."""
 
 from keras_sdmtcnn.errors import UserError
-from keras_sdmtcnn.models import kernels
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
+from keras_sdmtcnn.process.settings import apply_speed
 from keras_sdmtcnn.training.objectives import get_objective
 from keras_sdmtcnn.training.optimizers import SGD, FusedAdam, FusedAdamW
 
@@ -103,63 +103,6 @@ def compiled_model(recipe, num_classes, ignore_label, replicas=1, teacher_runs=N
                   convention=recipe.evaluation.convention)
     apply_speed(model, recipe.speed)
     return model
-
-
-def apply_speed(model, speed):
-    """The recipe's ``speed`` switches, for a built or loaded model (before its first step).
-
-    Under XLA the fused BatchNorm kernel is off: XLA's CPU compiler cannot
-    evaluate the fused op's inference form (``batch-norm-inference``), and
-    Keras' own BatchNorm computes the same. The evaluation step never uses
-    XLA (``MultiTaskTrainer.make_test_function``).
-    """
-    kernels.configure(fused_batchnorm=speed.fused_batchnorm and not speed.xla,
-                      matmul_conv_grad=speed.matmul_conv_grad, grappler=speed.grappler)
-    model.jit_compile = bool(speed.xla)
-
-
-# Work per train step (batch x height x width x (first block's channels /
-# 64)^2, so a paper-size step is 2 x 288 x 384 = 221,184) up to which one
-# thread per op is faster on CPUs. Measured on the project's 2-core CPU
-# (docs/benchmarks.md, "Threads per op"), one thread against two: the
-# demo's step (384) 1.4-1.5x faster; 96x128 at width 1/4, batch 8 (6,144) 1.03x
-# and evaluation equal; 144x192 at width 1/2, batch 4 (27,648) training
-# equal but evaluation 15% slower; the paper's size 12% slower to train.
-SMALL_STEP_WORK = 8192
-
-
-def step_work(recipe):
-    """A train step's work in the units of :data:`SMALL_STEP_WORK`."""
-    height, width = recipe.data.image_size
-    channels = recipe.model.encoder_filters[0] * recipe.model.width_multiplier
-    return recipe.training.batch_size * height * width * (channels / 64) ** 2
-
-
-def configure_process(recipe):
-    """The recipe's process-wide settings that TensorFlow takes before its first op.
-
-    ``speed.intra_op_threads``; ``None`` (automatic) is 1 for a step of at
-    most :data:`SMALL_STEP_WORK` on a machine without a GPU, else 0
-    (TensorFlow's choice). Returns the threads per op in effect (0:
-    TensorFlow's choice). An explicit number that comes too late (TensorFlow
-    already runs in this process) is kept as it was, with a note saying so.
-    """
-    import sys
-
-    import tensorflow as tf
-
-    wanted = recipe.speed.intra_op_threads
-    if wanted is None:
-        small = step_work(recipe) <= SMALL_STEP_WORK
-        # Physical, not logical devices (kernels._has_gpu): listing logical
-        # devices starts TensorFlow's runtime, after which threads are fixed.
-        wanted = 1 if small and not tf.config.list_physical_devices("GPU") else 0
-    got = kernels.configure_threads(wanted)
-    if got != wanted and recipe.speed.intra_op_threads is not None:
-        print(f"note: speed.intra_op_threads: {wanted} does not apply: TensorFlow already "
-              f"runs in this process with {got or 'its own choice of'} threads per op; a new "
-              "process takes it.", file=sys.stderr)
-    return got
 
 
 def adaptor_learning_rates(model, recipe):

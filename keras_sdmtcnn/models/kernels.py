@@ -2,67 +2,21 @@
 
 Each class here is a subclass of a Keras layer with the same variables,
 config and results (tested against numpy); only the kernels that TensorFlow
-runs differ. Each applies only where it was measured to help and falls back
-to its Keras parent elsewhere.
+runs differ. Each applies only where it was measured to help (the switches in
+``process/settings.py``, ``KERNELS``) and falls back to its Keras parent
+elsewhere.
 
 - :class:`FusedBatchNormalization`: TensorFlow's fused BatchNorm kernel.
 - :class:`MatmulGradConv2D`: the kernel gradient of a 3x3 convolution as
   nine matrix products.
 
-:func:`configure` also holds the process-wide speed switches that are not
-layers: TensorFlow's graph optimizer (Grappler), which rewrites every traced
-function before its first run, and (:func:`configure_threads`) the threads
-one op may use.
 """
 
 import keras
 from keras import layers, ops
 
 from keras_sdmtcnn import PACKAGE
-
-# Which kernels apply (recipe keys speed.fused_batchnorm and
-# speed.matmul_conv_grad, set by ``configure``). Read when a graph is
-# traced; switched off, a layer computes exactly as its Keras parent, so
-# saved models do not depend on it.
-ENABLED = {"fused_batchnorm": True, "matmul_conv_grad": True}
-
-
-def configure(fused_batchnorm=True, matmul_conv_grad=True, grappler=None):
-    """Turns the speed kernels on or off for graphs traced from now on.
-
-    ``grappler``: ``False`` switches TensorFlow's graph optimizer off for the
-    functions this process runs from now on, ``True`` back on (TensorFlow's
-    default), ``None`` leaves it. Off, the first train step of the demo
-    took 4.7-5.0 s instead of 7.2 s and its first evaluation step 2.0 s
-    instead of 2.8-3.0 s, with steady steps unchanged at the demo's size and
-    the paper's (docs/benchmarks.md, "Start-up"): the passes cost seconds on
-    every start and won nothing back on these graphs, whose convolutions
-    and BatchNorms are already single fused kernels.
-    """
-    ENABLED.update(fused_batchnorm=bool(fused_batchnorm), matmul_conv_grad=bool(matmul_conv_grad))
-    if grappler is not None:
-        import tensorflow as tf
-
-        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not grappler})
-
-
-def configure_threads(intra_op_threads):
-    """Sets the threads one TensorFlow op may use; returns the number in effect.
-
-    ``0`` is TensorFlow's choice (one per core). TensorFlow takes the setting
-    only before its first op runs; after that the process keeps what it
-    started with, and that number is returned.
-    """
-    import tensorflow as tf
-
-    current = tf.config.threading.get_intra_op_parallelism_threads()
-    if current == intra_op_threads:
-        return current
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-    except RuntimeError:  # "cannot be modified after initialization"
-        return current
-    return intra_op_threads
+from keras_sdmtcnn.process.settings import KERNELS
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -113,7 +67,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
 
     def _fusable(self, inputs, mask):
         return (
-            ENABLED["fused_batchnorm"]
+            KERNELS["fused_batchnorm"]
             and keras.backend.backend() == "tensorflow"
             and mask is None
             and len(inputs.shape) == 4
@@ -180,7 +134,7 @@ class MatmulGradConv2D(layers.Conv2D):
 
     def _matmul_grad_applies(self, inputs):
         return (
-            ENABLED["matmul_conv_grad"]
+            KERNELS["matmul_conv_grad"]
             and keras.backend.backend() == "tensorflow"
             and not _has_gpu()
             and len(inputs.shape) == 4

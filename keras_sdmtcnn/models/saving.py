@@ -56,3 +56,29 @@ def load_model_config(path):
     model = load_model(path, compile=False)
     config = {k: v for k, v in model.get_config().items() if k not in ("name", "trainable")}
     return model, config
+
+
+def load_checkpoint(model, path):
+    """Loads a checkpoint's weights and optimizer state into ``model``, built as it was.
+
+    ``model`` is built and compiled from the run's recipe, with its
+    optimizer built, exactly as a fresh start builds it; a checkpoint
+    written by that run then fills every variable, the optimizer's moments
+    included (also for models with frozen parts, where loading the whole
+    file would rebuild the optimizer over other variables).
+    """
+    import zipfile
+
+    path = str(path)
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"{path} is not a valid .keras checkpoint (truncated or corrupt). Remove the "
+            "checkpoints/ folder of the run to start it afresh, or fit --overwrite.")
+    try:
+        model.load_weights(path)
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"{path} does not fit the model this recipe builds ({first[:200]}): it was written "
+            "by another version or recipe. Remove the run's checkpoints/ folder to start "
+            "afresh, or fit --overwrite.") from None

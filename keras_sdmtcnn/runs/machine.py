@@ -5,7 +5,10 @@ import platform
 
 
 def machine():
-    """``{cpu, cores, tensorflow, keras, python}`` of this machine."""
+    """``{cpu, cores, devices, tensorflow, keras, python}`` of this machine.
+
+    ``devices`` names what TensorFlow computes on: each GPU by name, else the CPU.
+    """
     import keras
     import tensorflow as tf
 
@@ -18,5 +21,8 @@ def machine():
                     break
     except OSError:
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "python": platform.python_version()}
+    gpus = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
+            for g in tf.config.list_physical_devices("GPU")]
+    return {"cpu": model, "cores": os.cpu_count(), "devices": gpus or [f"CPU ({model})"],
+            "tensorflow": tf.__version__, "keras": keras.__version__,
+            "python": platform.python_version()}

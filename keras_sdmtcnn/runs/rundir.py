@@ -28,18 +28,33 @@ says ``complete`` only once everything is written.
 
 import contextlib
 import csv
+import ctypes
+import errno
 import fcntl
 import io
 import json
 import os
+import re
 import shutil
+import socket
 
 import yaml
 
 from keras_sdmtcnn.errors import UserError
-from keras_sdmtcnn.io import atomic_link, atomic_path, atomic_write_json, atomic_write_text
+from keras_sdmtcnn.io import (
+    atomic_link,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    left_behind,
+    owner_tag,
+    temp_dir_beside,
+)
 
 RUNNING, FAILED, COMPLETE = "running", "failed", "complete"
+# What a reader reports for a run whose run.json says running while no
+# process holds it any more (killed, crashed, its machine lost).
+ENDED = "ended without finishing"
 
 
 def atomic_save_model(model, path):
@@ -95,7 +110,8 @@ class RunDir:
     FINAL_FILES = (MODEL, STUDENT, CURVES)
 
     def __init__(self, path):
-        self.path = str(path)
+        self.path = os.path.normpath(str(path))
+        self.replaces = None  # a staged run: the run directory it will replace
 
     def __repr__(self):
         return f"RunDir({self.path!r})"
@@ -131,17 +147,28 @@ class RunDir:
 
     def status(self):
         """The contents of ``run.json`` (``{}`` when there is none)."""
-        path = self.file(self.STATUS)
-        if not os.path.exists(path):
-            return {}
-        with open(path) as f:
-            return json.load(f)
+        return read_json(self.file(self.STATUS), "rerun fit on the run directory (it resumes "
+                         "from its last checkpoint)") or {}
 
     def is_complete(self):
         return self.status().get("status") == COMPLETE
 
     def write_status(self, status, **fields):
         atomic_write_json(self.file(self.STATUS), {"status": status, **fields})
+
+    def state_of_run(self):
+        """``complete``, ``failed``, ``running``, :data:`ENDED`, or ``None`` (no run)."""
+        status = self.status().get("status")
+        if status == RUNNING and not self.held():
+            return ENDED
+        return status
+
+    def mark_ended(self, reason):
+        """Records that the run's process ended without finishing (run.json said running)."""
+        status = self.status()
+        if status.get("status") == RUNNING:
+            self.write_status(FAILED, **{k: v for k, v in status.items() if k != "status"},
+                              error=reason)
 
     # === Recipe ===
 
@@ -154,15 +181,27 @@ class RunDir:
         """The resolved recipe the run was trained with, as a dict (``None`` if absent)."""
         if not os.path.exists(self.recipe_path):
             return None
-        with open(self.recipe_path) as f:
-            return yaml.safe_load(f)
+        try:
+            with open(self.recipe_path, encoding="utf-8") as f:
+                values = yaml.safe_load(f)
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise UserError(f"{self.recipe_path} is not valid YAML ({type(e).__name__}); it is "
+                            "cut short or garbled: restore it, or rerun fit --overwrite.") from None
+        if not isinstance(values, dict):
+            raise UserError(f"{self.recipe_path} is not a recipe (a mapping of sections): "
+                            "restore it, or rerun fit --overwrite.")
+        return values
 
     # === Records ===
 
     def read_history(self):
         """Every recorded epoch's logs (a list of dicts)."""
-        with open(self.file(self.HISTORY)) as f:
-            return json.load(f)
+        history = read_json(self.file(self.HISTORY), "rerun fit --overwrite to train the run "
+                            "again")
+        if not isinstance(history, list):
+            raise UserError(f"{self.file(self.HISTORY)} is not a list of epochs: rerun fit "
+                            "--overwrite to train the run again.")
+        return history
 
     def write_history(self, history):
         atomic_write_json(self.file(self.HISTORY), history)
@@ -179,11 +218,7 @@ class RunDir:
 
     def read_test_at_best(self):
         """``{"epoch", "monitor", "metrics"}`` written by :meth:`write_test_at_best`, or ``None``."""
-        path = self.file(self.TEST_AT_BEST)
-        if not os.path.exists(path):
-            return None
-        with open(path) as f:
-            return json.load(f)
+        return read_json(self.file(self.TEST_AT_BEST), "remove it; the plan writes it again")
 
     @property
     def best_checkpoint(self):
@@ -227,17 +262,62 @@ class RunDir:
     def read_state(self):
         """The resume point (``epoch``, ``best``, ``path`` of the checkpoint), or ``None``."""
         path = os.path.join(self.checkpoints, self.STATE)
-        if not os.path.exists(path):
+        state = read_json(path, "remove checkpoints/ to start the run afresh, or fit "
+                          "--overwrite")
+        if state is None:
             return None
-        with open(path) as f:
-            state = json.load(f)
+        if not isinstance(state, dict) or not {"epoch", "checkpoint", "best"} <= set(state):
+            raise UserError(f"{path} is not a resume point written by fit (it lacks epoch, "
+                            "checkpoint or best): remove checkpoints/ to start the run afresh, "
+                            "or fit --overwrite.")
         state["path"] = os.path.join(self.checkpoints, state["checkpoint"])
         return state if os.path.exists(state["path"]) else None
 
-    def clear_for_overwrite(self):
-        """Removes what a fresh start must not resume from (``--overwrite``)."""
-        for name in (self.CHECKPOINTS, self.TENSORBOARD):
-            shutil.rmtree(self.file(name), ignore_errors=True)
+    def has_run(self):
+        """Whether anything of a run is here (a recipe, a status or checkpoints)."""
+        return any(os.path.exists(self.file(n)) for n in (self.RECIPE, self.STATUS,
+                                                          self.CHECKPOINTS))
+
+    # === Replacing a run (fit --overwrite) ===
+
+    def staging(self):
+        """A new, hidden run directory beside this one, where an overwriting run trains."""
+        parent = os.path.dirname(os.path.abspath(self.path))
+        staged = RunDir(temp_dir_beside(parent, f".{os.path.basename(self.path)}.overwrite."))
+        staged.replaces = self.path
+        return staged
+
+    def replace_with(self, staging):
+        """Puts the finished ``staging`` run in this one's place; the old run is removed.
+
+        An atomic exchange of the two folders where the file system has one
+        (Linux ``renameat2``), so a kill at any moment leaves the old run or
+        the new one under this name. Elsewhere two renames, and a kill
+        between them is mended by the next :meth:`lock` (the old run comes
+        back).
+        """
+        if not _exchange(staging.path, self.path):
+            parked = os.path.join(os.path.dirname(os.path.abspath(self.path)),
+                                  f".{os.path.basename(self.path)}.replaced.{owner_tag()}.tmp")
+            os.replace(self.path, parked)
+            os.replace(staging.path, self.path)
+            staging = RunDir(parked)
+        shutil.rmtree(staging.path, ignore_errors=True)
+
+    def remove(self):
+        """Removes this run directory and everything in it."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _restore_replaced(self):
+        """A run parked by an interrupted :meth:`replace_with` goes back in place."""
+        if os.path.exists(self.path):
+            return
+        parent = os.path.dirname(os.path.abspath(self.path)) or "."
+        prefix = f".{os.path.basename(self.path)}.replaced."
+        for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+            if name.startswith(prefix) and left_behind(name):
+                os.replace(os.path.join(parent, name), self.path)
+                return
 
     def remove_final_files(self):
         """Removes the files that only a finished run has, before training again."""
@@ -248,13 +328,15 @@ class RunDir:
     # === One process at a time ===
 
     @contextlib.contextmanager
-    def lock(self):
+    def lock(self, note=""):
         """Holds the run directory for this process; another live process's hold is an error.
 
         The hold is an advisory lock (``flock``) on ``RUN_DIR/.lock``, which
         the operating system releases when the process ends, however it
-        ends: a lock left by a killed process never blocks a resume.
+        ends: a lock left by a killed process never blocks a resume. The
+        file names the holder (``process PID on HOST``, and ``note``).
         """
+        self._restore_replaced()
         os.makedirs(self.path, exist_ok=True)
         handle = open(self.file(self.LOCK), "a+")
         try:
@@ -268,19 +350,54 @@ class RunDir:
                     "it, or choose another --run-dir.") from None
             handle.seek(0)
             handle.truncate()
-            handle.write(f"process {os.getpid()}\n")
+            handle.write(f"process {os.getpid()} on {socket.gethostname()}{note}\n")
             handle.flush()
             yield self
         finally:
             handle.close()
 
+    def held(self):
+        """Whether the process named in ``.lock`` still runs (``True`` when it cannot be told).
+
+        Read from the lock file, never by taking the lock (that could make
+        a starting ``fit`` find it taken). A holder on another host is
+        taken to be alive.
+        """
+        try:
+            with open(self.file(self.LOCK)) as f:
+                text = f.read()
+        except OSError:
+            return False
+        found = re.match(r"process (\d+)(?: on (\S+))?", text)  # 0.2 wrote no host
+        if found is None:
+            return bool(text.strip())
+        if found.group(2) not in (None, socket.gethostname()):
+            return True
+        try:
+            os.kill(int(found.group(1)), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def remove_temporaries(self):
-        """Removes the temporary files a killed process left (``.NAME.*.tmp*``)."""
-        for folder in (self.path, self.checkpoints):
+        """Removes the temporary files and folders that a process now gone left here.
+
+        Those of a live process (another command writing ``evaluation.json``
+        into this run, say) stay (``io.left_behind``). So do the hidden
+        folders of an interrupted ``fit --overwrite`` beside the run.
+        """
+        parent = os.path.dirname(os.path.abspath(self.path))
+        overwrites = f".{os.path.basename(self.path)}.overwrite."
+        for folder, only in ((self.path, None), (self.checkpoints, None), (parent, overwrites)):
             if not os.path.isdir(folder):
                 continue
             for name in os.listdir(folder):
-                if name.startswith(".") and ".tmp" in name and name != self.LOCK:
+                temporary = name.startswith(".") and ".tmp" in name and name != self.LOCK
+                if only is not None:
+                    temporary = name.startswith(only)
+                if temporary and left_behind(name):
                     path = os.path.join(folder, name)
                     if os.path.isdir(path):
                         shutil.rmtree(path, ignore_errors=True)
@@ -322,12 +439,45 @@ class RunDir:
             raise UserError(
                 f"{key}: the teacher run {self.path} does not exist. Train it first "
                 f"(python -m keras_sdmtcnn.fit RECIPE --run-dir {self.path}) or fix the path.")
-        status = self.status()
-        if status.get("status") != COMPLETE or not os.path.exists(self.model_path):
+        state = self.state_of_run()
+        if state != COMPLETE or not os.path.exists(self.model_path):
             raise UserError(
                 f"{key}: {self.path} is not a finished run (run.json says "
-                f"{status.get('status', 'nothing')!r}); finish training it first.")
+                f"{state or 'nothing'!r}); finish training it first.")
         return self.recipe_dict(), self.model_path
+
+
+def read_json(path, advice):
+    """The JSON in ``path`` (``None`` when there is no such file).
+
+    A file the project wrote that is cut short or garbled is one error
+    naming it and ``advice`` (what to do), never a traceback: every reader
+    of a run directory's JSON goes through here.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); it is cut short or garbled: "
+                        f"{advice}.") from None
+
+
+def _exchange(a, b):
+    """Swaps two paths atomically (Linux ``renameat2``); ``False`` where it cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd, exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), b)
 
 
 def history_csv(history):

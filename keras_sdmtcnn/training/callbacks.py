@@ -44,7 +44,9 @@ class RunRecorder(keras.callbacks.Callback):
 
     After each epoch: the records (``RunDir.write_history``), then the
     checkpoint that becomes the resume point (``RunDir.save_checkpoint``),
-    marked best when ``monitor`` improved.
+    marked best when ``monitor`` improved. With ``run_dir=None`` (a
+    worker that is not the chief) it writes nothing and only watches the
+    loss terms.
 
     A non-finite loss term stops training before anything of that epoch is
     saved; ``bad_term`` names it (a specific term before the total ``loss``).
@@ -85,8 +87,10 @@ class RunRecorder(keras.callbacks.Callback):
         if self.bad_term is not None or not self._check(logs):
             return
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        warn_empty(record, "validation", self._warned)
         self.history.append(record)
+        if self.run_dir is None:
+            return
+        warn_empty(record, "validation", self._warned)
         self.run_dir.write_history(self.history)
         value = record.get(self.monitor, record.get("loss"))
         improved = value > self.best if self.maximize else value < self.best

@@ -104,7 +104,8 @@ def _model_and_batch(recipe):
 def _compile(model, recipe, objective, jit_compile=False):
     import dataclasses
 
-    from keras_sdmtcnn.models.builders import apply_speed, build_optimizer
+    from keras_sdmtcnn.models.builders import build_optimizer
+    from keras_sdmtcnn.process.settings import apply_speed
     from keras_sdmtcnn.training.objectives import get_objective
 
     model.compile(build_optimizer(recipe.training), get_objective(objective))
@@ -162,7 +163,7 @@ def first_steps(recipe, steps=3):
 def train_step_only(recipe_path, overrides=(), steps=3, jit_compile=False):
     """``{"seconds": ...}`` of the ``separate`` train step (``--train-step-only``)."""
     from keras_sdmtcnn.config import load_recipe
-    from keras_sdmtcnn.models.builders import configure_process
+    from keras_sdmtcnn.process.settings import configure_process
 
     recipe = load_recipe(recipe_path, overrides)
     configure_process(recipe)
@@ -176,8 +177,8 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     XLA and allocator comparisons (three more processes, each building the model)."""
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.datasets import pipeline_throughput
-    from keras_sdmtcnn.models.builders import configure_process
     from keras_sdmtcnn.models.size import model_size
+    from keras_sdmtcnn.process.settings import configure_process, in_effect
 
     recipe = load_recipe(recipe_path, overrides)
     threads_per_op = configure_process(recipe)  # as fit would, before any op runs
@@ -254,7 +255,14 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
 
     out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     say(f"peak memory of training and evaluation (max RSS): {out['peak_memory_mb']:.0f} MB")
+    out["switches"] = in_effect()
+    say(f"devices: {', '.join(out['machine']['devices'])}; switches in effect: "
+        f"{_switches(out['switches'])}")
     return out
+
+
+def _switches(switches):
+    return ", ".join(f"{k} {v}" for k, v in sorted(switches.items()))
 
 
 def table(result):
@@ -293,6 +301,8 @@ def table(result):
              f"({result['allocator']['no_trim_over_default']:.2f}x)"),
         ]
     lines = [f"machine: {m['cpu']}, {m['cores']} cores, TF {m['tensorflow']}, Keras {m['keras']}",
+             f"devices: {', '.join(m.get('devices', []))}; switches in effect: "
+             f"{_switches(result.get('switches', {}))}",
              f"recipe {result['recipe']}: {result['tasks']} at {result['image_size']}, "
              f"batch {result['batch_size']}, threads per op "
              f"{result.get('intra_op_threads') or 'TensorFlow default'}", "",

@@ -40,8 +40,11 @@ from keras_sdmtcnn.config import load_recipe
 from keras_sdmtcnn.data.datasets import build_datasets
 from keras_sdmtcnn.models import builders
 recipe = load_recipe(recipe_path, overrides)
-if hasattr(builders, "configure_process"):
-    builders.configure_process(recipe)
+try:  # where each version keeps it
+    from keras_sdmtcnn.process.settings import configure_process
+except ImportError:
+    configure_process = getattr(builders, "configure_process", lambda recipe: None)
+configure_process(recipe)
 datasets, info = build_datasets(recipe, verbose=False)
 x, y = next(iter(datasets["train"]))
 keras.utils.set_random_seed(recipe.training.seed)

@@ -1,6 +1,9 @@
 """RunDir: one process per run directory; what a killed process left is cleaned up."""
 
+import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 
@@ -25,8 +28,9 @@ def test_a_second_process_is_refused_while_the_first_holds_the_run(tmp_path):
             env={**os.environ, "PYTHONPATH": REPO})
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
-    assert lines == [f"error: {run.path} is being written by process {os.getpid()}: wait for "
-                     "it to finish, stop it, or choose another --run-dir."]
+    assert lines == [f"error: {run.path} is being written by process {os.getpid()} on "
+                     f"{socket.gethostname()}: wait for it to finish, stop it, or choose "
+                     "another --run-dir."]
     # Released with the process that held it: a later holder gets it.
     with RunDir(run.path).lock():
         pass
@@ -56,3 +60,44 @@ def test_temporary_files_of_a_killed_process_are_removed(tmp_path):
     run.remove_temporaries()
     assert [os.path.exists(p) for p in left] == [False, False]
     assert all(os.path.exists(p) for p in kept)
+
+
+def test_the_temporary_file_of_a_live_process_is_left_alone(tmp_path):
+    # Another command (evaluate writing evaluation.json into the run) is
+    # writing while fit starts on the same run directory: its temporary file
+    # must survive fit's cleanup. Only what a process now gone left is removed.
+    from keras_sdmtcnn.io import atomic_path
+
+    run = RunDir(tmp_path / "run")
+    os.makedirs(run.path)
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from keras_sdmtcnn.io import atomic_path\n"
+         f"with atomic_path({run.file('evaluation.json')!r}) as tmp:\n"
+         "    open(tmp, 'w').write('{}'); print(tmp, flush=True); time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        live = writer.stdout.readline().strip()
+        with atomic_path(run.file("metrics.json")) as mine:  # this process's own, in flight
+            run.remove_temporaries()
+            assert os.path.exists(live) and os.path.exists(mine)
+    finally:
+        writer.kill()
+        writer.wait()
+    run.remove_temporaries()  # its writer is gone now
+    assert not os.path.exists(live)
+
+
+def test_a_run_whose_process_is_gone_is_reported_as_ended_without_finishing(tmp_path):
+    run = RunDir(tmp_path / "run")
+    hold = ("import os; from keras_sdmtcnn.runs.rundir import RunDir\n"
+            f"run = RunDir({run.path!r})\n"
+            "with run.lock():\n"
+            "    run.write_status('running'); os.kill(os.getpid(), 9)\n")
+    done = subprocess.run([sys.executable, "-c", hold], timeout=60,
+                          env={**os.environ, "PYTHONPATH": REPO})
+    assert done.returncode == -signal.SIGKILL
+    assert json.loads(open(run.file("run.json")).read())["status"] == "running"
+    assert run.state_of_run() == "ended without finishing"
+    with run.lock():  # held by this process: running
+        assert run.state_of_run() == "running"

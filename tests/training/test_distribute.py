@@ -4,7 +4,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 
@@ -105,8 +104,8 @@ if os.environ.get("WORKER_FLOAT64") == "1":
     # between a batch and the same batch twice. In float64 replicas and one
     # device agree to 1e-10.
     keras.config.set_floatx("float64")
-    import keras_sdmtcnn.models.kernels as kernels
-    kernels.configure(fused_batchnorm=False, matmul_conv_grad=False)  # float32-only kernels
+    from keras_sdmtcnn.process.settings import configure_kernels
+    configure_kernels(fused_batchnorm=False, matmul_conv_grad=False)  # float32-only kernels
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 keras.utils.set_random_seed(0)
 with strategy.scope():
@@ -121,36 +120,14 @@ print("replicas", strategy.num_replicas_in_sync)
 """
 
 
-def _free_ports(n):
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _two_workers(tmp_path, **env_extra):
-    ports = _free_ports(2)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    procs = []
-    try:
-        for index in range(2):
-            env = {**os.environ, **env_extra, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3",
-                   "TF_CONFIG": json.dumps({"cluster": cluster,
-                                            "task": {"type": "worker", "index": index}})}
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", WORKER_SCRIPT, str(tmp_path / f"w{index}.npz")],
-                cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-        outputs = [p.communicate(timeout=120) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
+    from workers import run_job
+
+    results = run_job(lambda index: [sys.executable, "-c", WORKER_SCRIPT,
+                                     str(tmp_path / f"w{index}.npz")], env=env_extra,
+                      timeout=120)
+    for code, out, err in results:
+        assert code == 0, err[-3000:]
         assert "replicas 2" in out
     return np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
 
@@ -227,7 +204,7 @@ else:  # killed after `at` train steps of this process
         return original_batch_end(self, batch, logs)
 
     callbacks.RunRecorder.on_train_batch_end = on_train_batch_end
-cli.run(fit.main, sys.argv[3:])
+cli.run(fit.main_in_this_process, sys.argv[3:])
 """
 
 
@@ -265,6 +242,32 @@ def test_a_run_killed_twice_resumes_to_bitwise_the_same_weights(tmp_path):
     leftovers = [os.path.join(d, f) for d, _, files in os.walk(killed) for f in files
                  if ".tmp" in f]
     assert not leftovers, leftovers
+
+
+def test_a_killed_baseline3_second_stage_resumes_to_bitwise_the_same_weights(tmp_path):
+    # Baseline-3 trains the Teacher (stage 1), then a Student network with it
+    # frozen (stage 2). Killed in the middle of stage 2's second epoch, the
+    # run resumes with the optimizer state of the checkpoint (Adam's moments
+    # of the Student's variables alone) and ends as an uninterrupted run.
+    recipe = tmp_path / "b3.yaml"
+    recipe.write_text(RESUME_RECIPE.format(cache=tmp_path / "cache").replace(
+        "epochs: 4", "epochs: 2") + "objective: {frozen_teacher: train}\n")
+    straight = tmp_path / "straight"
+    result = run_command("fit", str(recipe), "--run-dir", str(straight))
+    assert result.returncode == 0, result.stderr[-3000:]
+    killed = tmp_path / "killed"
+    fit_args = [str(recipe), "--run-dir", str(killed)]
+    first = _python(KILL_SCRIPT, "step", str(2 * 12 + 18), *fit_args)  # 12 steps an epoch
+    assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
+    assert json.loads((killed / "stage1_teacher" / "run.json").read_text())["status"] == (
+        "complete")
+    assert json.loads((killed / "checkpoints" / "state.json").read_text())["epoch"] == 1
+    result = run_command("fit", *fit_args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming after epoch 1" in result.stdout and "(finished earlier)" in result.stdout
+    assert "Skipping variable loading for optimizer" not in result.stderr
+    for a, b in zip(_final_weights(straight), _final_weights(killed)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_nan_loss_stops_naming_the_term_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -351,7 +354,7 @@ def test_xla_trains_the_demo_model_and_matches_the_graph_step(tmp_path):
 
     from keras_sdmtcnn.config import recipe_from_dict
     from keras_sdmtcnn.models.builders import compiled_model
-    from keras_sdmtcnn.models.kernels import ENABLED
+    from keras_sdmtcnn.process.settings import KERNELS as ENABLED
 
     recipe = recipe_from_dict({
         "data": {"tasks": ["semantic", "depth", "normal"], "image_size": [32, 32]},
@@ -380,7 +383,7 @@ def test_speed_grappler_switches_tensorflows_graph_optimizer():
     import tensorflow as tf
 
     from keras_sdmtcnn.config.schema import SpeedConfig
-    from keras_sdmtcnn.models.builders import apply_speed
+    from keras_sdmtcnn.process.settings import apply_speed
 
     class Model:
         jit_compile = False
@@ -403,7 +406,7 @@ def test_threads_per_op_one_for_small_steps_and_kept_once_tensorflow_runs(capsys
     import tensorflow as tf
 
     from keras_sdmtcnn.config import load_recipe
-    from keras_sdmtcnn.models.builders import SMALL_STEP_WORK, configure_process, step_work
+    from keras_sdmtcnn.process.settings import SMALL_STEP_WORK, configure_process, step_work
 
     demo = load_recipe(os.path.join(REPO, "recipes", "synthetic.yaml"))
     paper = load_recipe(os.path.join(REPO, "recipes", "nyuv2.yaml"), ["data.root=/d"])

@@ -8,9 +8,10 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
-from conftest import run_command
+from conftest import REPO, run_command
 
 from keras_sdmtcnn.runs.rundir import RunDir
 
@@ -116,3 +117,65 @@ def test_a_finished_run_is_not_overwritten_without_overwrite(finished_run):
                     "or pass --overwrite to replace it.")
     assert (os.stat(model).st_mtime_ns, open(model, "rb").read()) == before
     assert RunDir(run_dir).is_complete()
+
+
+# fit's training, killed by an out-of-memory error from TensorFlow at its 3rd step.
+OUT_OF_MEMORY = r"""
+import sys
+from keras_sdmtcnn import cli, fit
+from keras_sdmtcnn.training import callbacks
+steps = [0]
+def on_train_batch_end(self, batch, logs=None):
+    import tensorflow as tf  # after the command's quiet start, as in fit
+    steps[0] += 1
+    if steps[0] == 3:
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "OOM when allocating tensor with shape[8,64,48,64] and type float")
+callbacks.RunRecorder.on_train_batch_end = on_train_batch_end
+cli.run(fit.main_in_this_process, sys.argv[1:])
+"""
+
+
+def test_running_out_of_memory_is_reported_as_memory(finished_run, tmp_path):
+    recipe, _, _ = finished_run
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", OUT_OF_MEMORY, str(recipe), "--run-dir",
+                             str(tmp_path / "run")], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
+    # (This script imports Keras before the command's quiet start: its start-up lines show.)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    line = errors[0]
+    assert line.startswith("error: Out of memory on the CPU while training tiny with "
+                           "training.batch_size 4 at data.image_size 32 x 32"), line
+    assert "OOM when allocating" in line and "smaller training.batch_size" in line
+    assert "corrupt" not in line and "dataset" not in line
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
+
+
+def test_a_fit_that_cannot_have_the_memory_it_needs_says_so(finished_run, tmp_path):
+    # Under an address-space limit too low for TensorFlow, the command ends
+    # with exit 2 and one line: about memory where Python sees the failure,
+    # naming the crash where the runtime dies in native code. Never silent,
+    # and the run is not left marked as running.
+    import resource
+
+    recipe, _, _ = finished_run
+    run_dir = tmp_path / "run"
+    for limit_gb in (1.0, 1.5):
+        def limited(limit=int(limit_gb * 2**30)):
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        result = subprocess.run(
+            [sys.executable, "-m", "keras_sdmtcnn.fit", str(recipe), "--run-dir", str(run_dir)],
+            cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, capture_output=True, text=True,
+            timeout=300, preexec_fn=limited)
+        assert result.returncode == 2, result.stderr[-3000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert ("Out of memory" in errors[0] or "crashed inside TensorFlow's runtime" in errors[0]
+                or "killed (SIGKILL)" in errors[0]), errors[0]
+        assert f"may use {limit_gb:.1f} GB (its address-space limit" in errors[0]
+        if (run_dir / "run.json").exists():
+            assert json.loads((run_dir / "run.json").read_text())["status"] != "running"
