@@ -31,8 +31,8 @@ import tensorflow as tf
 from keras_sdmtcnn.data.formats import get_format
 from keras_sdmtcnn.data.pipeline import eval_pipeline, train_pipeline
 from keras_sdmtcnn.data.prepare.output import read_record
-from keras_sdmtcnn.data.values import assert_values
 from keras_sdmtcnn.data.preprocessing import normalize
+from keras_sdmtcnn.data.values import assert_values
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.tasks import get_task
 
