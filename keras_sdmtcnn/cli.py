@@ -69,6 +69,8 @@ _OS_ADVICE = {
     errno.ENOTDIR: "A file is in the way where a folder is needed: remove it or choose "
                    "another path.",
     errno.EISDIR: "A folder is where a file is needed: choose a file path.",
+    errno.ENAMETOOLONG: "A name in that path is longer than the file system allows: choose a "
+                        "shorter one.",
 }
 
 
@@ -94,9 +96,9 @@ def run(main_fn, argv=None):
         # read-only or permission-denied folder, a file where a folder must
         # be. Every write goes to a temporary name first, so nothing
         # complete was replaced by a partial file.
-        advice = _OS_ADVICE.get(e.errno)
-        if advice is None:
+        if e.errno is None:  # not a file operation the system refused
             raise
+        advice = _OS_ADVICE.get(e.errno, "Check that path, or choose another one.")
         where = e.filename or "a file"
         print(f"error: {where}: {e.strerror}. {advice}", file=sys.stderr)
         code = 2

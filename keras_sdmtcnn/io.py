@@ -24,7 +24,7 @@ def owner_tag():
     return f"p{os.getpid()}-{host}"
 
 
-_OWNER = re.compile(r"\.p(\d+)-([0-9a-f]{6})\.")
+_OWNER = re.compile(r"[.-]p(\d+)-([0-9a-f]{6})\.")
 
 
 def left_behind(name):
@@ -126,3 +126,31 @@ def temp_dir_beside(folder, prefix):
     tmp = tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}.", dir=folder)
     os.chmod(tmp, 0o777 & ~_umask())
     return tmp
+
+
+def unreadable(path, what, advice, error=None):
+    """The one error for a file the project wrote that does not parse back.
+
+    ``what`` names the file's kind (``"JSON"``, ``"a TFLite model"``),
+    ``advice`` what to do (re-export, resume, rerun fit). Every reader of a
+    file the project wrote raises this instead of its library's error.
+    """
+    from keras_sdmtcnn.errors import UserError
+
+    detail = ""
+    if error is not None:
+        first = str(error).strip().splitlines()
+        detail = f" ({(first[0] if first else type(error).__name__)[:160]})"
+    return UserError(f"{path} is not valid {what}{detail}; it is cut short or garbled: "
+                     f"{advice}.")
+
+
+def read_json(path, advice):
+    """The JSON in ``path`` (``None`` when there is no such file); garbled is :func:`unreadable`."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise unreadable(path, "JSON", advice, e) from None

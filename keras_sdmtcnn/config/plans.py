@@ -11,6 +11,7 @@ Delta_m::
     reference: {semantic: single_semantic, depth: single_depth}
     last_epochs: 10                      # also the mean of the last 10 epochs (MTAN's paper)
     delta_m: libmtl                      # or cagrad (CAGrad / Nash-MTL)
+    delta_m_partial: false               # true: allow runs with tasks the reference lacks
     runs:
       - name: single_semantic
         recipe: ../recipes/paper/synthetic/single_semantic.yaml   # relative to the plan
@@ -35,7 +36,8 @@ from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.tasks import get_task
 
 RUN_REF = re.compile(r"\$\{run:([A-Za-z0-9_.-]+)\}")
-PLAN_KEYS = ("name", "out_dir", "seeds", "set", "reference", "runs", "last_epochs", "delta_m")
+PLAN_KEYS = ("name", "out_dir", "seeds", "set", "reference", "runs", "last_epochs", "delta_m",
+             "delta_m_partial")
 DELTA_M_CONVENTIONS = ("libmtl", "cagrad")
 RUN_KEYS = ("name", "recipe", "label", "set")
 
@@ -58,6 +60,8 @@ class Plan:
     runs: list
     last_epochs: int | None = None  # also tabulate the mean of the last N epochs
     delta_m: str = "libmtl"  # libmtl (per-task mean, higher is better) | cagrad
+    # Δm over the reference's tasks alone, for runs that have more (else refused).
+    delta_m_partial: bool = False
 
     def run_dir(self, name, seed):
         return os.path.join(self.out_dir, name, f"seed-{seed}")
@@ -123,9 +127,24 @@ def load_plan(path):
             raise UserError(
                 f"{path}: reference.{task} names {run_name!r}, which is not a run of the plan "
                 f"({', '.join(sorted(names))}).")
+    partial = values.get("delta_m_partial", False)
+    if not isinstance(partial, bool):
+        raise UserError(f"{path}: delta_m_partial must be true or false, got {partial!r}.")
+    overrides = _string_list(values.get("set"), f"{path}: set")
+    for where, sets in [(f"{path}: set", overrides)] + [
+            (f"{path}: runs[{i}].set ({run.name})", run.overrides) for i, run in enumerate(runs)]:
+        _no_seed(sets, where)
     out_dir = values.get("out_dir") or os.path.join("runs", "experiments", name)
-    return Plan(name, out_dir, seeds, _string_list(values.get("set"), f"{path}: set"),
-                dict(reference), runs, last, delta_m)
+    return Plan(name, out_dir, seeds, overrides, dict(reference), runs, last, delta_m, partial)
+
+
+def _no_seed(overrides, where):
+    """A plan's seeds come from its ``seeds`` key (or ``--seeds``), never from ``set``."""
+    for text in overrides:
+        if text.split("=", 1)[0].strip() == "training.seed":
+            raise UserError(
+                f"{where} sets training.seed ({text}), which the plan's seeds would replace: "
+                "list the seeds under `seeds` (or pass --seeds) and remove it from set.")
 
 
 def check_seeds(seeds, where):

@@ -5,13 +5,13 @@ takes one ``(1, H, W, 3)`` image (the export's input dtype) and returns the
 dict of named outputs; its ``metadata`` is the export's ``metadata.json``.
 """
 
-import json
 import os
 import time
 
 import numpy as np
 
 from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.io import read_json, unreadable
 
 SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
 
@@ -23,26 +23,54 @@ def export_format(path):
     return SUFFIXES.get(os.path.splitext(path)[1])
 
 
+REEXPORT = "export it again (python -m keras_sdmtcnn.export RUN_DIR ...)"
+# What a metadata.json must hold for the runtimes and evaluate to use it.
+_METADATA_KEYS = ("input", "outputs")
+
+
 def find_metadata(path):
     folder = path if os.path.isdir(path) else os.path.dirname(path)
     for candidate in (os.path.join(folder, "metadata.json"),
                       os.path.join(os.path.dirname(folder), "metadata.json")):
         if os.path.exists(candidate):
-            with open(candidate) as f:
-                return json.load(f)
+            metadata = read_json(candidate, REEXPORT)
+            if not isinstance(metadata, dict) or any(k not in metadata for k in _METADATA_KEYS):
+                raise unreadable(candidate, "export metadata (it lacks "
+                                 f"{', '.join(_METADATA_KEYS)})", REEXPORT)
+            return metadata
     raise UserError(f"No metadata.json beside {path}: was it written by keras_sdmtcnn.export?")
 
 
+def _in_temporary_folder(path):
+    """Whether ``path`` lies in an export's hidden temporary folder (a killed export's)."""
+    parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+    return any(p.startswith(".") and ".tmp" in p for p in parts)
+
+
 class ExportedModel:
-    def __init__(self, path, threads=None):
+    """An exported file run by its own runtime; ``in_progress``: the export's own parity check."""
+
+    def __init__(self, path, threads=None, in_progress=False):
         self.path = path
         self.format = export_format(path)
         if self.format is None:
             raise UserError(
                 f"{path} is not an exported model (.tflite, .onnx or a SavedModel folder)."
             )
+        if _in_temporary_folder(path) and not in_progress:
+            raise UserError(
+                f"{path} lies in a temporary folder of an export that did not finish (its "
+                f"parity was never checked): {REEXPORT}.")
         self.metadata = find_metadata(path)
         self.names = [o["name"] for o in self.metadata["outputs"]]
+        try:
+            self._load(path, threads)
+        except UserError:
+            raise
+        except Exception as e:  # each runtime has its own errors for a garbled file
+            raise unreadable(path, f"a {self.format} model", REEXPORT, e) from None
+
+    def _load(self, path, threads):
         if self.format == "tflite":
             try:
                 from ai_edge_litert.interpreter import Interpreter
@@ -90,8 +118,8 @@ class ExportedModel:
         return {name: np.asarray(out[name]) for name in self.names}
 
 
-def load_exported(path, threads=None):
-    return ExportedModel(path, threads)
+def load_exported(path, threads=None, in_progress=False):
+    return ExportedModel(path, threads, in_progress)
 
 
 def median_seconds(fn, runs=10, warmup=2):

@@ -191,9 +191,12 @@ class PeerWait:
             signal.setitimer(signal.ITIMER_REAL, 0)
         else:
             self._timer.cancel()
-        if exc_type is not None and exc_type.__name__ in ("DeadlineExceededError",
-                                                         "UnavailableError"):
+        if exc_type is not None and exc_type.__name__ == "DeadlineExceededError":
             raise UserError(waited_message(self.cluster, self.seconds, self.doing)) from None
+        if exc_type is not None and exc_type.__name__ == "UnavailableError":
+            raise UserError(f"{self.cluster.name()} lost contact with the other workers "
+                            f"while waiting {self.doing}: one of them stopped. Run the same "
+                            "command again on every worker.") from None
         return False
 
     def _expired(self):

@@ -351,7 +351,10 @@ def write_results(plan, recipes, wall_seconds=None):
     header = (f"Plan `{plan.name}`: {len(plan.runs)} runs x {len(plan.seeds)} seed(s) "
               f"({', '.join(map(str, plan.seeds))}); validation split, "
               f"{evaluation_conventions(plan, recipes)}; "
-              f"{DELTA_M[convention].description}, against the single-task rows.\n"
+              f"{DELTA_M[convention].description}, against the single-task rows"
+              + (f", over {', '.join(plan.reference)}" if plan.reference else "")
+              + (" (the runs' other tasks do not count)" if plan.delta_m_partial else "")
+              + ".\n"
               f"Training time, all runs: {seconds / 60:.1f} min"
               + (f" (this invocation: {wall_seconds / 60:.1f} min)" if wall_seconds else "")
               + f" on {m['cpu']}, {m['cores']} cores, TensorFlow {m['tensorflow']}.\n\n")

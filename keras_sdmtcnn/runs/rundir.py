@@ -32,7 +32,6 @@ import ctypes
 import errno
 import fcntl
 import io
-import json
 import os
 import re
 import shutil
@@ -48,6 +47,7 @@ from keras_sdmtcnn.io import (
     atomic_write_text,
     left_behind,
     owner_tag,
+    read_json,
     temp_dir_beside,
 )
 
@@ -112,6 +112,7 @@ class RunDir:
     def __init__(self, path):
         self.path = os.path.normpath(str(path))
         self.replaces = None  # a staged run: the run directory it will replace
+        self._restore_replaced()
 
     def __repr__(self):
         return f"RunDir({self.path!r})"
@@ -309,7 +310,11 @@ class RunDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
     def _restore_replaced(self):
-        """A run parked by an interrupted :meth:`replace_with` goes back in place."""
+        """A run parked by an interrupted :meth:`replace_with` goes back in place.
+
+        Run whenever a ``RunDir`` is made, so every command that opens the
+        run directory finds the old run there.
+        """
         if os.path.exists(self.path):
             return
         parent = os.path.dirname(os.path.abspath(self.path)) or "."
@@ -336,7 +341,6 @@ class RunDir:
         ends: a lock left by a killed process never blocks a resume. The
         file names the holder (``process PID on HOST``, and ``note``).
         """
-        self._restore_replaced()
         os.makedirs(self.path, exist_ok=True)
         handle = open(self.file(self.LOCK), "a+")
         try:
@@ -445,23 +449,6 @@ class RunDir:
                 f"{key}: {self.path} is not a finished run (run.json says "
                 f"{state or 'nothing'!r}); finish training it first.")
         return self.recipe_dict(), self.model_path
-
-
-def read_json(path, advice):
-    """The JSON in ``path`` (``None`` when there is no such file).
-
-    A file the project wrote that is cut short or garbled is one error
-    naming it and ``advice`` (what to do), never a traceback: every reader
-    of a run directory's JSON goes through here.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); it is cut short or garbled: "
-                        f"{advice}.") from None
 
 
 def _exchange(a, b):

@@ -134,20 +134,31 @@ def start_together(cluster, verdict, timeout, stage=""):
     """The chief's ``verdict`` on every worker: ``{"initial_epoch": N}`` or ``{"error": text}``.
 
     The chief publishes its verdict (its resume point, or why it cannot
-    start) in the coordination service; every worker reads it and all meet
-    at a barrier, so none of them starts training, or leaves, alone.
+    start) in the coordination service and every worker reads it. To start,
+    all meet at a barrier, so none trains alone. To stop, each other worker
+    says it has read the verdict, and the chief, which holds the service,
+    leaves only after them.
     """
+    import time
+
     from tensorflow.python.eager import context
 
     ctx, key = context.context(), f"{_START}{stage}"
+    ms = int(timeout * 1000)
     with PeerWait(cluster, timeout, "for the chief's start"):
         if cluster.is_chief:
             ctx.set_config_key_value(key, json.dumps(verdict))
         else:
-            verdict = json.loads(ctx.get_config_key_value(key, int(timeout * 1000)))
-        ctx.wait_at_barrier(key, int(timeout * 1000))
-    if "error" in verdict and not cluster.is_chief:
-        raise UserError(f"The chief, {cluster.chief_name}, did not start: {verdict['error']}")
+            verdict = json.loads(ctx.get_config_key_value(key, ms))
+        if "error" not in verdict:
+            ctx.wait_at_barrier(key, ms)
+            return verdict
+        if not cluster.is_chief:
+            ctx.set_config_key_value(f"{key}/read/{cluster.task_type}/{cluster.task_index}", "1")
+            raise UserError(f"The chief, {cluster.chief_name}, did not start: {verdict['error']}")
+        for job, index, _ in cluster.peers():
+            ctx.get_config_key_value(f"{key}/read/{job}/{index}", ms)
+        time.sleep(1.0)  # their processes end before the service they report to
     return verdict
 
 

@@ -33,8 +33,16 @@ import keras
 import tensorflow as tf
 
 from keras_sdmtcnn import PACKAGE
+from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.tasks import get_task, output_name
 from keras_sdmtcnn.training import losses as losses_lib
+
+
+def _check_number(name, value):
+    """An objective's numeric argument: a real number (not a string, not a bool), finite."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number, got {value!r} "
+                        f"({type(value).__name__}).")
 
 
 class Objective:
@@ -65,6 +73,13 @@ class Objective:
                  weighting="equal", dwa_temperature=2.0):
         from keras_sdmtcnn.training.weighting import WEIGHTINGS
 
+        for name, value in (("kd_weight", kd_weight), ("temperature", temperature),
+                            ("dwa_temperature", dwa_temperature),
+                            *((f"task_weights[{t!r}]", w)
+                              for t, w in dict(task_weights or {}).items())):
+            _check_number(name, value)
+        if not isinstance(detach_teacher, bool):
+            raise UserError(f"detach_teacher must be True or False, got {detach_teacher!r}.")
         if kd_weight < 0:
             raise ValueError(f"kd_weight (lambda) must be >= 0, got {kd_weight}.")
         if distillation not in self.DISTILLATIONS:

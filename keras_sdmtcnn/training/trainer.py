@@ -77,6 +77,8 @@ class MultiTaskTrainer(keras.Model):
             for name in objective.term_names(self.tasks) + self.extra_term_names()
         }
         self.set_evaluation_convention(convention)
+        # A plain attribute: neither saved with the model nor logged.
+        self.__dict__["_label_check"] = _LabelCheck()
 
     def set_evaluation_convention(self, convention):
         """Replaces the task metrics by those of ``convention`` (``"pooled"`` or ``"mtan"``)."""
@@ -152,10 +154,42 @@ class MultiTaskTrainer(keras.Model):
             terms.update(extra)
         return terms
 
-    def fit(self, *args, callbacks=None, **kwargs):
+    # === The public API's boundary: the same checks as the commands ===
+
+    def _check_inputs(self, x, y=None, needs_targets=True):
+        """Refuses images the model cannot take and targets that miss a task (``UserError``).
+
+        Images must be of the model's input size (every call, not only the
+        first), floats scaled as the recipe's ``data.image_normalization``
+        says (never raw 0-255 pixels: the exported model scales those, the
+        Keras model does not); targets a dict with every task.
+        """
+        from keras_sdmtcnn.data.preprocessing import check_model_inputs
+
+        check_model_inputs(x, y, self.inputs[0].shape, self.tasks if needs_targets else None)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """``keras.Model.evaluate`` after the boundary checks; warns of labels it cannot count."""
+        self._check_inputs(x, y)
+        check = self.__dict__.get("_label_check")
+        if check is not None:
+            check.reset()
+        results = super().evaluate(x, y, *args, **kwargs)
+        if check is not None:
+            check.warn(self.tasks, self.num_classes, self.ignore_label)
+        return results
+
+    def predict(self, x, *args, **kwargs):
+        """``keras.Model.predict`` after the boundary checks of the images."""
+        self._check_inputs(x, needs_targets=False)
+        return super().predict(x, *args, **kwargs)
+
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
         """``keras.Model.fit``, plus the epoch-end update of an adaptive weighting."""
         from keras_sdmtcnn.training.weighting import EpochEndWeighting, EqualWeighting
 
+        self._check_inputs(x, y)
+        args = (x, y, *args)
         callbacks = list(callbacks or [])
         weighting = getattr(self, "loss_weighting", None)
         if weighting is not None and not isinstance(weighting, EqualWeighting):
@@ -188,6 +222,9 @@ class MultiTaskTrainer(keras.Model):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self(x, training=False)
         self._track(self._terms(y, y_pred))
+        check = self.__dict__.get("_label_check")
+        if check is not None:
+            check.count(y, self.tasks, self.num_classes, self.ignore_label)
         for task, branch, metric in self._task_metrics:
             metric.update_state(y[task], y_pred[output_name(task, branch)])
         return _for_keras_reduction(self.get_metrics_result())
@@ -248,6 +285,45 @@ def _for_keras_reduction(logs):
             in_multi_worker is not None and in_multi_worker()):
         return {k: tf.reshape(v, [1]) for k, v in logs.items()}
     return logs
+
+
+class _LabelCheck:
+    """Counts the labels ``evaluate`` met outside ``[0, num_classes)``, the ignore label aside.
+
+    The losses and metrics leave such pixels out; a split full of them
+    would score a loss of 0 and a NaN mIoU without a word, so ``evaluate``
+    warns with their number. A plain object holding a summed counter:
+    neither a metric that would be logged nor a variable saved with the model.
+    """
+
+    def __init__(self):
+        self.variable = tf.Variable(0.0, trainable=False, dtype=tf.float64,
+                                    synchronization=tf.VariableSynchronization.ON_READ,
+                                    aggregation=tf.VariableAggregation.SUM)
+
+    def reset(self):
+        self.variable.assign(0.0)
+
+    def count(self, y, tasks, num_classes, ignore_label):
+        from keras_sdmtcnn.tasks import get_task
+
+        for task in tasks:
+            if get_task(task).is_classification and task in y:
+                labels = tf.cast(y[task], tf.int64)
+                bad = (labels != ignore_label) & ((labels < 0) | (labels >= num_classes))
+                self.variable.assign_add(tf.reduce_sum(tf.cast(bad, tf.float64)))
+
+    def warn(self, tasks, num_classes, ignore_label):
+        import sys
+
+        from keras_sdmtcnn.tasks import get_task
+
+        bad = int(self.variable.numpy())
+        if bad:
+            task = next(t for t in tasks if get_task(t).is_classification)
+            print(f"warning: {bad:,} {task} labels were outside 0..{num_classes - 1} and not "
+                  f"the ignore label {ignore_label}: the losses and metrics left them out. "
+                  "Check the targets, or num_classes and ignore_label.", file=sys.stderr)
 
 
 class _MetricReset:

@@ -21,6 +21,32 @@ import os
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs.rundir import RunDir
 
+SPLITS = ("train", "val")
+
+
+def _splits(splits):
+    """``splits`` as a tuple of known names (a single name may be a string)."""
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    for split in splits:
+        if split not in SPLITS:
+            hint = (" The validation split is 'val'; the recipe's data.val_source says whether "
+                    "it is the dataset's own validation or test split, or a held-out part of "
+                    "train." if split == "test" else "")
+            raise UserError(f"splits: unknown split {split!r}; choose from "
+                            f"{', '.join(SPLITS)}.{hint}")
+    return splits
+
+
+def check_image_size(model, recipe, where):
+    """The recipe's ``data.image_size`` must be the size the model was built for."""
+    built = tuple(model.inputs[0].shape[1:3])
+    wanted = tuple(recipe.data.image_size)
+    if None not in built and built != wanted:
+        raise UserError(
+            f"data.image_size is {wanted[0]} x {wanted[1]} (height x width), but {where} was "
+            f"built for {built[0]} x {built[1]}: leave data.image_size as the run's recipe "
+            "has it (images of another size are resized to it), or train at that size.")
+
 
 def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
     """Loads ``(model, recipe, {split: dataset})`` of a run or model file."""
@@ -29,10 +55,12 @@ def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
     from keras_sdmtcnn.models.saving import load_model
     from keras_sdmtcnn.process.settings import configure_process
 
-    model_file, recipe_file = RunDir.resolve(path, recipe_path)
+    splits = _splits(splits)
+    model_file, recipe_file = RunDir.resolve(str(path), recipe_path)
     recipe = load_recipe(recipe_file, overrides)
     configure_process(recipe)
     model = load_model(model_file)
+    check_image_size(model, recipe, model_file)
     if hasattr(model, "set_evaluation_convention"):
         model.set_evaluation_convention(recipe.evaluation.convention)
     datasets, _ = build_datasets(recipe, verbose=False, splits=splits)
@@ -62,6 +90,12 @@ def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1):
     else:
         values = apply_overrides(dict(meta["recipe"]), overrides)
         recipe = recipe_from_dict(values)
+    exported = tuple(runtime.input_shape[1:3])
+    if tuple(recipe.data.image_size) != exported:
+        raise UserError(
+            f"data.image_size is {recipe.data.image_size[0]} x {recipe.data.image_size[1]} "
+            f"(height x width), but {path} takes {exported[0]} x {exported[1]} images: leave "
+            "data.image_size as the export's recipe has it.")
     datasets, info = build_datasets(recipe, verbose=False, splits=("val",))
     branch = meta["branch"]
     metrics = {t: make_task_metric(t, f"{t}_{branch}", info.num_classes, info.ignore_label,

@@ -73,6 +73,16 @@ def resolve_recipes(plan):
         if tasks != [task]:
             raise UserError(
                 f"Plan reference.{task}: run {name} trains {tasks}, not [{task}] alone.")
+    if plan.reference and not plan.delta_m_partial:
+        for run in plan.runs:
+            extra = [t for t in recipes[(run.name, plan.seeds[0])].data.tasks
+                     if t not in plan.reference]
+            if extra:
+                raise UserError(
+                    f"Plan run {run.name} trains {', '.join(extra)}, which the Delta_m "
+                    f"reference lacks (it has {', '.join(plan.reference)}): add a single-task "
+                    "run of each to `reference`, or set `delta_m_partial: true` to compute "
+                    "Delta_m over the reference's tasks alone.")
     return recipes
 
 
@@ -119,8 +129,8 @@ def test_at_selected_epoch(recipe, run_dir):
     monitor = recipe.output.monitor
     epoch = run.best_epoch(monitor)
     if epoch is None or not os.path.exists(run.best_checkpoint):
-        raise UserError(f"{run_dir}: no best checkpoint to score on the test split; "
-                        "train the run again (fit --overwrite).")
+        raise UserError(f"{run_dir}: no best checkpoint to score on the test split; remove "
+                        "that run directory and run the plan again (it trains the run anew).")
     test_recipe = copy.deepcopy(recipe)
     test_recipe.data.val_source = "val"
     datasets, _ = build_datasets(test_recipe, verbose=False, splits=("val",))

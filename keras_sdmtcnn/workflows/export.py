@@ -25,10 +25,11 @@ failed export leaves nothing behind in ``saved_models/``.
 
 import os
 import shutil
-import tempfile
 
 from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.io import left_behind, temp_dir_beside
 from keras_sdmtcnn.runs.rundir import RunDir
+from keras_sdmtcnn.workflows.evaluate import check_image_size
 
 FORMATS = {
     "saved_model": ("none",),
@@ -89,6 +90,13 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
         check_choice(branch, fmt, quantize)
     if input_dtype not in ("uint8", "float32"):
         raise UserError(f"--input-dtype must be uint8 or float32, got {input_dtype!r}.")
+    for name, value in (("--samples", parity_samples), ("calibration samples",
+                                                         calibration_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{name} must be a whole number >= 1 (images of the validation "
+                            f"split the export is checked on), got {value!r}.")
+    if len(set(variants)) != len(variants):
+        raise UserError(f"--format and --quantize name the same export twice: {variants}.")
     # The optional packages a format needs, before the model is loaded.
     if any(fmt == "onnx" for fmt, _ in variants):
         require("tf2onnx")
@@ -96,6 +104,7 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
     model_file, recipe_file = RunDir.resolve(source, recipe_path)
     recipe = load_recipe(recipe_file, overrides)
     model = load_model(model_file)
+    check_image_size(model, recipe, model_file)
     norm = recipe.data.image_normalization
     serve, spec, tasks = serving_function(model, branch, tuple(recipe.data.image_size),
                                           input_dtype, norm)
@@ -112,6 +121,7 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
         train_images, _ = _samples(recipe, "train", calibration_samples)
         calibration = [to_raw_pixels(x, norm, input_dtype)[None] for x in train_images]
     out_dir = out_dir or os.path.join("saved_models", name or recipe.name)
+    remove_left_behind(out_dir)
     source = _Source(model, model_file, recipe, serve, spec, tasks, raw, calibration, info,
                      input_dtype, out_dir)
     source.nudged = nudged
@@ -120,6 +130,15 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
                 for fmt, quantize in variants]
     finally:
         source.close()
+
+
+def remove_left_behind(out_dir):
+    """Removes the hidden temporary folders of exports into ``out_dir`` that were killed."""
+    if not os.path.isdir(out_dir):
+        return
+    for name in os.listdir(out_dir):
+        if name.startswith(".") and (".tmp" in name or ".old-" in name) and left_behind(name):
+            shutil.rmtree(os.path.join(out_dir, name), ignore_errors=True)
 
 
 class _Source:
@@ -139,10 +158,17 @@ class _Source:
         self.input_dtype = input_dtype
         self._out_dir, self._shared = out_dir, None
 
+    def noise(self):
+        """The Keras model's own sensitivity on the parity images (computed once)."""
+        from keras_sdmtcnn.deploy.parity import sensitivity
+
+        if getattr(self, "_noise", None) is None:
+            self._noise = sensitivity(self.nudged, self.raw)
+        return self._noise
+
     def saved_model(self):
         """The path of the shared SavedModel folder (written the first time)."""
         from keras_sdmtcnn.deploy.serving import write_saved_model
-        from keras_sdmtcnn.io import temp_dir_beside
 
         if self._shared is None:
             shared = temp_dir_beside(self._out_dir, ".saved_model.tmp-")
@@ -168,7 +194,7 @@ def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
     from keras_sdmtcnn.deploy.runtime import load_exported
     from keras_sdmtcnn.deploy.serving import output_specs
     from keras_sdmtcnn.deploy.tflite import convert_saved_model, tflite_ops
-    from keras_sdmtcnn.io import atomic_write_json, temp_dir_beside
+    from keras_sdmtcnn.io import atomic_write_json
 
     serve, spec, tasks, raw = source.serve, source.spec, source.tasks, source.raw
     recipe, info, input_dtype = source.recipe, source.info, source.input_dtype
@@ -217,8 +243,8 @@ def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
             **extra,
         }
         atomic_write_json(os.path.join(tmp, "metadata.json"), metadata)
-        runtime = load_exported(os.path.join(tmp, artefact))
-        report = parity(runtime, serve, raw, tasks, source.nudged)
+        runtime = load_exported(os.path.join(tmp, artefact), in_progress=True)
+        report = parity(runtime, serve, raw, tasks, source.noise())
         metadata["parity"] = report
         atomic_write_json(os.path.join(tmp, "metadata.json"), metadata)
         failed = failures(report) if quantize == "none" else []
@@ -229,7 +255,7 @@ def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
                 "written; the converter changed what the model computes (see "
                 "docs/deploying.md, Parity).")
         if os.path.exists(final):
-            old = tempfile.mkdtemp(prefix=f".{label}.old-", dir=out_dir)
+            old = temp_dir_beside(out_dir, f".{label}.old-")
             os.replace(final, os.path.join(old, label))
             os.replace(tmp, final)
             shutil.rmtree(old, ignore_errors=True)

@@ -3,7 +3,8 @@
 MODEL is a run directory or full-model ``.keras`` file (Teacher and Student
 are shown side by side, as in the paper's Figure 2), or an exported
 ``.tflite``, ``.onnx`` or SavedModel (its one branch). For every PNG/JPEG
-image it writes ``DIR/<image name>.png``: one row per branch, with the input,
+image it writes ``DIR/<image name>.png`` (``<name>_<extension>.png`` when two
+inputs share a name): one row per branch, with the input,
 the segmentation in a colour palette, depth in a colour map, normals as RGB,
 keypoints and edges. Each tile is the model's input size, enlarged by an
 integer factor (nearest) when narrower than 128 pixels; a caption strip tops
@@ -23,6 +24,7 @@ from keras_sdmtcnn.runs.rundir import RunDir
 from keras_sdmtcnn.tasks import BRANCHES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+EXIF_ORIENTATION = 0x0112  # the EXIF tag a camera sets when it was held sideways
 
 
 def list_images(paths):
@@ -37,16 +39,60 @@ def list_images(paths):
             raise UserError(f"{path} does not exist.")
     if not images:
         raise UserError(f"No PNG or JPEG image in {', '.join(paths)}.")
-    return images
+    return list(dict.fromkeys(images))  # an image given twice is drawn once
+
+
+def output_names(images):
+    """``{image path: panel file name}``, one name per image, never two the same.
+
+    ``photo.png`` gives ``photo.png``; when two inputs share a stem
+    (``photo.png`` and ``photo.jpg``, or two folders' ``a.png``), their
+    extension and then their folder's name keep them apart.
+    """
+    def stem(path, level):
+        base, ext = os.path.splitext(os.path.basename(path))
+        parts = [base] + ([ext.lstrip(".").lower()] if level >= 1 else [])
+        if level >= 2:
+            parts.insert(0, os.path.basename(os.path.dirname(os.path.abspath(path))))
+        return "_".join(parts) + ".png"
+
+    from collections import Counter
+
+    names = {path: stem(path, 0) for path in images}
+    for level in (1, 2):  # only the names that collide grow
+        taken = Counter(names.values())
+        names = {path: stem(path, level) if taken[name] > 1 else name
+                 for path, name in names.items()}
+    counts = Counter()
+    for path in images:  # still the same (one folder's a.png and A.PNG): number them
+        counts[names[path]] += 1
+        if counts[names[path]] > 1:
+            names[path] = f"{names[path][:-4]}_{counts[names[path]]}.png"
+    return names
 
 
 def read_image(path, size, say=print):
-    """Raw RGB uint8 pixels of ``path`` at ``size`` (H, W), converting as needed."""
-    from PIL import Image, UnidentifiedImageError
+    """Raw RGB uint8 pixels of ``path`` at ``size`` (H, W), converting as needed.
+
+    The camera's EXIF orientation is applied (a phone photo taken upright
+    is predicted upright); an image over Pillow's decompression-bomb limit
+    is refused.
+    """
+    import warnings
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            image.load()
+        with warnings.catch_warnings():  # Pillow only warns below twice its limit
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened:
+            opened.load()
+            image = opened
+            orientation = opened.getexif().get(EXIF_ORIENTATION, 1)
+            if orientation not in (None, 1):
+                image = ImageOps.exif_transpose(opened)
+                say(f"{path}: turned upright as its EXIF orientation ({orientation}) says")
             if image.mode.startswith("I;16") or image.mode == "I":
                 # A 16-bit PNG: scale to 8 bits (Pillow's RGB conversion would clip).
                 values = np.asarray(image, dtype=np.float64)
@@ -57,10 +103,13 @@ def read_image(path, size, say=print):
                 say(f"{path}: {image.mode} image converted to RGB")
                 image = image.convert("RGB")
             if image.size != (size[1], size[0]):
-                say(f"{path}: resized from {image.size[0]}x{image.size[1]} to "
-                    f"{size[1]}x{size[0]} (the model's input size)")
+                say(f"{path}: resized from {image.size[1]} x {image.size[0]} to "
+                    f"{size[0]} x {size[1]} (height x width, the model's input size)")
                 image = image.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(image, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise UserError(f"Cannot read image {path}: {e} It is refused as a possible "
+                        "decompression bomb; resize it first.") from None
     except (UnidentifiedImageError, OSError) as e:
         raise UserError(f"Cannot read image {path}: {e}") from None
 
@@ -111,11 +160,12 @@ def predict(model_path, inputs, out_dir, recipe_path=None, verbose=1):
     say = print if verbose else (lambda *_: None)
     written = []
     os.makedirs(out_dir, exist_ok=True)
+    names = output_names(images)
     for path in images:
         raw = read_image(path, size, say)
         rows = [(branch, fn(raw[None])) for branch, fn in branches]
         picture = panel(raw, rows, tasks)
-        target = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+        target = os.path.join(out_dir, names[path])
         with atomic_path(target, suffix=".png") as tmp:
             picture.save(tmp)
         written.append(target)

@@ -325,3 +325,19 @@ def test_fit_trains_on_taskonomy_splits_written_from_the_official_csv(tmp_path):
                                 f"image_size: [16, 16], train_split: {out}/train.txt, "
                                 f"val_split: {out}/val.txt}}")
     assert len(history) == 1
+
+
+def test_nyuv2_splits_that_share_an_image_are_refused_naming_it(tmp_path):
+    from keras_sdmtcnn.data.prepare.nyuv2 import split_indices
+
+    raw = tmp_path / "nyu_raw"
+    write_nyuv2_raw(str(raw), train=(1, 3), test=(3, 2))
+    with pytest.raises(UserError, match=r"1 image\(s\) are in both trainNdxs and testNdxs "
+                                        r"\(1-based: 3\)"):
+        split_indices(str(raw))
+    out = tmp_path / "out"
+    from conftest import run_command
+
+    result = run_command("data", "prepare", "nyuv2", str(raw), str(out), "--size", "8", "16")
+    assert result.returncode == 2 and "in both trainNdxs and testNdxs" in result.stderr
+    assert not (out / PREPARE_FILE).exists()

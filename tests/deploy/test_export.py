@@ -143,3 +143,118 @@ def test_export_bad_input_is_one_message_and_leaves_nothing(finished_run, tmp_pa
                          str(tmp_path / "panels"))
     assert result.returncode == 2 and "Cannot read image" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _garbled_copy(folder, target, file, how):
+    """A copy of an export folder with ``file`` cut to half, or with bytes flipped."""
+    import shutil
+
+    shutil.copytree(folder, target)
+    path = os.path.join(target, file)
+    data = bytearray(open(path, "rb").read())
+    if how == "cut":
+        data = data[:len(data) // 2]
+    else:
+        for i in range(len(data) // 4, len(data) // 4 + 64):
+            data[i] ^= 0xA5
+    open(path, "wb").write(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize("how", ["cut", "garbled"])
+def test_exported_files_cut_short_or_garbled_are_one_error_naming_them(exports, tmp_path, how):
+    _, made = exports
+    cases = [(made[("tflite", "none")], "model.tflite", "model.tflite", "a tflite model"),
+             (made[("onnx", "none")], "model.onnx", "model.onnx", "a onnx model"),
+             (made[("saved_model", "none")], "saved_model/variables/variables.data-00000-of-00001",
+              "saved_model", "a saved_model model"),
+             (made[("tflite", "none")], "metadata.json", "model.tflite", "JSON")]
+    for i, (folder, broken, opened, what) in enumerate(cases):
+        copy = _garbled_copy(folder, str(tmp_path / f"copy{i}"), broken, how)
+        try:
+            load_exported(os.path.join(copy, opened))(
+                np.zeros((1, 32, 32, 3), np.uint8))
+        except UserError as e:
+            message = str(e)
+        else:  # a flipped byte in a weight may still load and run
+            assert how == "garbled" and broken != "metadata.json", (broken, how)
+            continue
+        named = broken if broken.endswith(".json") else opened
+        assert message.startswith(f"{os.path.join(copy, named)} is not valid {what}"), message
+        assert "cut short or garbled: export it again" in message, message
+
+
+def test_export_refuses_bad_samples_another_size_and_cleans_what_a_killed_export_left(
+        finished_run, exports, tmp_path):
+    _, run_dir, _ = finished_run
+    out = tmp_path / "out"
+    for samples in (0, -3):
+        with pytest.raises(UserError, match=f"--samples must be a whole number >= 1.*got "
+                                            f"{samples}"):
+            export(str(run_dir), parity_samples=samples, out_dir=str(out), verbose=0)
+    with pytest.raises(UserError, match=r"data.image_size is 64 x 64 \(height x width\), but "
+                                        r".*was built for 32 x 32"):
+        export(str(run_dir), overrides=["data.image_size=[64, 64]"], out_dir=str(out),
+               verbose=0)
+    from keras_sdmtcnn.workflows.evaluate import evaluate
+
+    exported = os.path.join(exports[1][("tflite", "none")], "model.tflite")
+    with pytest.raises(UserError, match=r"but .*model.tflite takes 32 x 32 images"):
+        evaluate(exported, overrides=["data.image_size=[64, 64]"], verbose=0)
+    # A killed export left a hidden folder (its writer gone): the next export removes
+    # it, and nothing inside it is ever evaluated.
+    out.mkdir(exist_ok=True)
+    left = out / ".student-tflite.tmp-p99999999-000000.abc"  # another host's: kept
+    import shutil
+
+    from keras_sdmtcnn.io import owner_tag
+    mine = out / f".student-tflite.tmp-p99999999-{owner_tag().split('-')[1]}.abc"
+    for folder in (left, mine):
+        shutil.copytree(exports[1][("tflite", "none")], folder)
+    with pytest.raises(UserError, match="lies in a temporary folder of an export that did not "
+                                        "finish"):
+        evaluate(str(mine / "model.tflite"), verbose=0)
+    export(str(run_dir), out_dir=str(out), parity_samples=1, verbose=0)
+    assert not mine.exists() and left.exists()
+
+
+def test_predict_gives_inputs_that_share_a_name_their_own_panels(exports, tmp_path):
+    from keras_sdmtcnn.workflows.predict import predict
+
+    _, made = exports
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    for name in ("photo.png", "photo.jpg", "other.png"):
+        Image.fromarray(rgb).save(tmp_path / name)
+    written = predict(os.path.join(made[("onnx", "none")], "model.onnx"), [str(tmp_path)],
+                      str(tmp_path / "panels"), verbose=0)
+    assert sorted(os.path.basename(p) for p in written) == [
+        "other.png", "photo_jpg.png", "photo_png.png"]
+    assert sorted(os.listdir(tmp_path / "panels")) == sorted(os.path.basename(p) for p in written)
+    # A file name the file system refuses: one line naming it.
+    result = run_command("predict", os.path.join(made[("onnx", "none")], "model.onnx"),
+                         str(tmp_path / "photo.png"), "--out", str(tmp_path / ("x" * 300)))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("File name too long. A name in that path is longer "
+                                          "than the file system allows: choose a shorter one.")
+
+
+def test_predict_turns_phone_photos_upright_and_refuses_decompression_bombs(tmp_path, capsys):
+    from keras_sdmtcnn.workflows.predict import read_image
+
+    upright = np.zeros((40, 20, 3), np.uint8)
+    upright[:5] = 255  # white at the top when held upright
+    sideways = Image.fromarray(np.rot90(upright, 1).copy())  # as the sensor stored it
+    exif = sideways.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    sideways.save(tmp_path / "phone.jpg", exif=exif.tobytes(), quality=100)
+    pixels = read_image(str(tmp_path / "phone.jpg"), (40, 20))
+    assert pixels[:5].mean() > 200 and pixels[-5:].mean() < 50
+    assert "turned upright as its EXIF orientation (6) says" in capsys.readouterr().out
+    Image.fromarray(upright).save(tmp_path / "big.png")
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = 100  # the test image is over it (and over twice it)
+    try:
+        with pytest.raises(UserError, match="refused as a possible decompression bomb"):
+            read_image(str(tmp_path / "big.png"), (40, 20))
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit

@@ -101,3 +101,30 @@ def test_a_run_whose_process_is_gone_is_reported_as_ended_without_finishing(tmp_
     assert run.state_of_run() == "ended without finishing"
     with run.lock():  # held by this process: running
         assert run.state_of_run() == "running"
+
+
+@pytest.mark.parametrize("name,advice", [
+    ("run.json", "rerun fit on the run directory"),
+    ("checkpoints/state.json", "remove checkpoints/ to start the run afresh"),
+    ("metrics.json", "rerun fit --overwrite"),
+    ("recipe.yaml", "restore it, or rerun fit --overwrite"),
+])
+def test_run_files_cut_short_are_one_error_naming_the_file(finished_run, tmp_path, name,
+                                                           advice):
+    import shutil
+
+    from conftest import run_command
+
+    recipe, finished, _ = finished_run
+    run = tmp_path / "run"
+    shutil.copytree(finished, run, ignore=shutil.ignore_patterns(".lock", "evaluation.*"))
+    status = json.loads((run / "run.json").read_text())
+    status["status"] = "running"  # an unfinished run, so fit reads everything to resume
+    (run / "run.json").write_text(json.dumps(status))
+    text = (run / name).read_text()
+    (run / name).write_text(text[:len(text) // 2] + ("\x00{[" if name == "recipe.yaml" else ""))
+    result = run_command("fit", str(recipe), "--run-dir", str(run))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {run / name} is not valid "), line
+    assert advice in line, line

@@ -251,13 +251,14 @@ def test_a_killed_baseline3_second_stage_resumes_to_bitwise_the_same_weights(tmp
     # of the Student's variables alone) and ends as an uninterrupted run.
     recipe = tmp_path / "b3.yaml"
     recipe.write_text(RESUME_RECIPE.format(cache=tmp_path / "cache").replace(
-        "epochs: 4", "epochs: 2") + "objective: {frozen_teacher: train}\n")
+        "epochs: 4", "epochs: 2").replace("num_train: 48", "num_train: 24")
+        + "objective: {frozen_teacher: train}\n")
     straight = tmp_path / "straight"
     result = run_command("fit", str(recipe), "--run-dir", str(straight))
     assert result.returncode == 0, result.stderr[-3000:]
     killed = tmp_path / "killed"
     fit_args = [str(recipe), "--run-dir", str(killed)]
-    first = _python(KILL_SCRIPT, "step", str(2 * 12 + 18), *fit_args)  # 12 steps an epoch
+    first = _python(KILL_SCRIPT, "step", str(2 * 6 + 9), *fit_args)  # 6 steps an epoch
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
     assert json.loads((killed / "stage1_teacher" / "run.json").read_text())["status"] == (
         "complete")

@@ -325,3 +325,30 @@ def test_holdout_plan_reports_the_test_split_at_the_chosen_epoch(tmp_path):
         float(again["depth_teacher_abs_err"]), rel=1e-6)
     assert "### Test split, at the epoch the held-out split chose (best val_loss)" in text
     assert f"{test['metrics']['depth_teacher_abs_err']:.4f}" in text.split("### Test split")[1]
+
+
+def test_a_plan_seed_in_set_and_a_partial_delta_m_reference_are_refused(tmp_path):
+    write_recipes(tmp_path)
+    (tmp_path / "two.yaml").write_text(
+        "base: base.yaml\ndata: {tasks: [semantic, depth]}\nobjective: {name: separate}\n")
+    plan = tmp_path / "plan.yaml"
+    # A seed in `set` would be replaced by the plan's seeds without a word.
+    plan.write_text(f"out_dir: {tmp_path / 'out'}\nset: [training.seed=7]\nruns:\n"
+                    "  - recipe: single.yaml\n")
+    with pytest.raises(UserError, match=r"set sets training.seed \(training.seed=7\), which "
+                                        r"the plan's seeds would replace"):
+        plans.load_plan(str(plan))
+    plan.write_text(f"out_dir: {tmp_path / 'out'}\nruns:\n  - recipe: single.yaml\n"
+                    "    set: [training.seed=3]\n")
+    with pytest.raises(UserError, match=r"runs\[0\].set \(single\) sets training.seed"):
+        plans.load_plan(str(plan))
+    # Delta_m against a reference that lacks one of a run's tasks: refused unless asked.
+    body = (f"out_dir: {tmp_path / 'out'}\nreference: {{depth: single}}\nruns:\n"
+            "  - recipe: single.yaml\n  - recipe: two.yaml\n")
+    plan.write_text(body)
+    with pytest.raises(UserError, match="Plan run two trains semantic, which the Delta_m "
+                                        "reference lacks .it has depth."):
+        experiments.resolve_recipes(plans.load_plan(str(plan)))
+    plan.write_text(body + "delta_m_partial: true\n")
+    loaded = plans.load_plan(str(plan))
+    assert loaded.delta_m_partial and len(experiments.resolve_recipes(loaded)) == 2

@@ -133,6 +133,16 @@ def split_indices(raw_root):
     for split, key in (("train", "trainNdxs"), ("val", "testNdxs")):
         out[split] = (np.asarray(_loadmat(path, key, "the train/test split")).ravel()
                       .astype(np.int64) - 1).tolist()
+    both = sorted(set(out["train"]) & set(out["val"]))
+    if both:
+        shown = ", ".join(str(i + 1) for i in both[:10]) + (", ..." if len(both) > 10 else "")
+        raise UserError(
+            f"{path}: {len(both)} image(s) are in both trainNdxs and testNdxs (1-based: "
+            f"{shown}); a test image must not be trained on. Use the official splits.mat.")
+    for split, indices in out.items():
+        if len(set(indices)) != len(indices):
+            raise UserError(f"{path}: the {split} split's indices name an image twice; use the "
+                            "official splits.mat.")
     return out
 
 

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from keras_sdmtcnn.errors import UserError
-from keras_sdmtcnn.io import atomic_path, atomic_write_json
+from keras_sdmtcnn.io import atomic_path, atomic_write_json, read_json
 
 PREPARE_FILE = "prepare.json"
 PARTIAL_FILE = ".prepare-partial.json"
@@ -32,15 +32,7 @@ def read_record(root):
             f"{root} is an unfinished `data prepare` output ({PARTIAL_FILE} is there): rerun "
             "the same prepare command to complete it (it resumes), then train."
         )
-    path = os.path.join(root, PREPARE_FILE)
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} cannot be read ({e}); rerun `data prepare` into a new folder.") \
-            from None
+    return read_json(os.path.join(root, PREPARE_FILE), "rerun `data prepare` into a new folder")
 
 
 def _plain(obj):
@@ -87,11 +79,8 @@ class Output:
             atomic_write_json(os.path.join(self.root, PARTIAL_FILE), {"settings": self.settings})
 
     def _check_same(self, path):
-        try:
-            with open(path) as f:
-                old = json.load(f).get("settings", {})
-        except (OSError, ValueError, AttributeError) as e:
-            raise UserError(f"{path} cannot be read ({e}); prepare into a new folder.") from None
+        record = read_json(path, "prepare into a new folder")
+        old = record.get("settings", {}) if isinstance(record, dict) else None
         if old != self.settings:
             raise UserError(
                 f"{self.root} was prepared with other settings ("
