@@ -24,7 +24,7 @@ data:
   image_size: [32, 32]
   scenes: {{num_train: 16, num_val: 4, height: 32, width: 32, seed: 9, cache_dir: {cache}}}
 model: {{width_multiplier: 0.0625, bottleneck_filters: 64, student_filters: [64, 64, 64, 64],
-         synchronized_bn: false}}
+         synchronized_bn: false, encoder_depths: [1, 1, 1, 1], attention: false}}
 training: {{epochs: 2, batch_size: 4, learning_rate: 0.003, deterministic: true,
            distribute: multi_worker, peer_timeout: 60}}
 output: {{panels_every: 1}}
