@@ -48,3 +48,44 @@ def test_a_run_written_by_0_1_exports_its_student(legacy_run, tmp_path):
     runtime = load_exported(f"{folder}/model.tflite")
     assert runtime.metadata["parity"]["max_abs_diff"]["depth"] < 1e-4
     assert set(runtime.metadata["tasks"]) == {"semantic", "depth", "normal"}
+
+
+FIXTURE_0_2 = f"{REPO}/tests/fixtures/legacy_run_v0_2"
+
+
+@pytest.fixture(scope="module")
+def legacy_run_0_2(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("legacy-0.2")
+    run = tmp / "run"
+    shutil.copytree(FIXTURE_0_2, run)
+    return run, [f"data.scenes.cache_dir={tmp / 'cache'}"]
+
+
+@pytest.mark.parametrize("stage", ["", "stage1_teacher"])
+def test_runs_written_by_0_2_evaluate_to_their_own_figures(legacy_run_0_2, stage):
+    # A Baseline-3 run: its second stage (the network with a frozen Teacher,
+    # 0.2's FrozenTeacherStudent) and its first (0.2's SDMTCNN trainer).
+    from keras_sdmtcnn.workflows.evaluate import evaluate
+
+    run, overrides = legacy_run_0_2
+    folder = run / stage if stage else run
+    results = evaluate(str(folder), overrides=overrides, verbose=0)
+    with open(f"{FIXTURE_0_2}/{stage + '/' if stage else ''}evaluation.json") as f:
+        before = json.load(f)
+    metrics = {k: v for k, v in before.items() if not k.endswith("loss")}
+    assert metrics and set(metrics) <= set(results)
+    for key, value in metrics.items():
+        np.testing.assert_allclose(results[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_run_written_by_0_2_exports_its_student(legacy_run_0_2, tmp_path):
+    from keras_sdmtcnn.deploy.parity import failures
+    from keras_sdmtcnn.deploy.runtime import load_exported
+    from keras_sdmtcnn.workflows.export import export
+
+    run, overrides = legacy_run_0_2
+    folder = export(str(run), "student", "tflite", out_dir=str(tmp_path), overrides=overrides,
+                    parity_samples=2, verbose=0)
+    runtime = load_exported(f"{folder}/model.tflite")
+    assert failures(runtime.metadata["parity"]) == []
+    assert set(runtime.metadata["tasks"]) == {"semantic", "depth", "normal"}
