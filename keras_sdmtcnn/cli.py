@@ -96,6 +96,9 @@ def run(main_fn, argv=None):
         # read-only or permission-denied folder, a file where a folder must
         # be. Every write goes to a temporary name first, so nothing
         # complete was replaced by a partial file.
+        if memory.ran_out(e):
+            print(f"error: {memory.out_of_memory_line(e)}", file=sys.stderr)
+            end_process(2)
         if e.errno is None:  # not a file operation the system refused
             raise
         advice = _OS_ADVICE.get(e.errno, "Check that path, or choose another one.")
@@ -105,7 +108,7 @@ def run(main_fn, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
-    except (MemoryError, ImportError) as e:
+    except Exception as e:  # a bug shows its traceback; memory running out, one line
         if not memory.ran_out(e):
             raise
         print(f"error: {memory.out_of_memory_line(e)}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """How much memory this process may use: its limits, its cgroup's, and the machine's."""
 
+import errno
 import os
 import resource
 
@@ -60,19 +61,45 @@ def describe_limit():
     return f"{size / 2**30:.1f} GB ({what})"
 
 
+def _limited():
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return soft != resource.RLIM_INFINITY or _cgroup_limit() is not None
+
+
 def ran_out(error):
-    """Whether a Python exception says memory ran out (also a library that could not be mapped)."""
-    if isinstance(error, MemoryError):
-        return True
-    return isinstance(error, ImportError) and any(
-        text in str(error) for text in ("failed to map segment", "Cannot allocate memory"))
+    """The exception, ``error`` or one it came from, that says memory ran out (else ``None``).
+
+    A ``MemoryError``; ``ENOMEM`` from the system; a library that could not
+    be mapped; and, under a memory limit, a module left half imported (an
+    import that failed for lack of memory, which a library caught).
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(error)
+        if isinstance(error, MemoryError) or getattr(error, "errno", None) == errno.ENOMEM:
+            return error
+        if isinstance(error, ImportError) and any(
+                t in text for t in ("failed to map segment", "Cannot allocate memory")):
+            return error
+        if isinstance(error, AttributeError) and "partially initialized module" in text and (
+                _limited()):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def out_of_memory_line(error):
     """The one line for an out-of-memory :func:`ran_out` found outside the training step."""
+    cause = ran_out(error) or error
+    if isinstance(cause, AttributeError):
+        module = str(cause).split("'")[1] if "'" in str(cause) else "a module"
+        what = f"loading {module}, which could not finish loading"
+    elif isinstance(cause, MemoryError):
+        what = "allocating"
+    else:
+        what = f"loading a library ({str(cause).strip()[:160]})"
     limit = describe_limit()
-    what = ("loading a library" if isinstance(error, ImportError) else "allocating")
-    return (f"Out of memory while {what} ({str(error).strip()[:160] or type(error).__name__})"
-            + (f"; this process may use {limit}" if limit else "")
+    return (f"Out of memory while {what}" + (f"; this process may use {limit}" if limit else "")
             + ". TensorFlow alone needs a few GB of address space: raise the limit, or free "
             "memory, and run the command again.")
