@@ -29,8 +29,9 @@ setup(
         "export": EXPORT,
         "prepare": PREPARE,
         # filelock: the test processes share one trained run (tests/conftest.py).
+        # jax: the networks are checked under a second Keras backend (tests/models).
         "test": ["pytest>=8", "pytest-xdist>=3", "filelock>=3.12", "import-linter>=2.1",
-                 "hypothesis>=6", *EXPORT, *PREPARE],
+                 "hypothesis>=6", "jax>=0.4.30", *EXPORT, *PREPARE],
     },
     entry_points={"console_scripts": ["sdmtcnn = keras_sdmtcnn.cli:main"]},
 )

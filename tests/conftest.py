@@ -19,6 +19,7 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 
 from keras_sdmtcnn.cli import collect_garbage_less_often  # noqa: E402
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN  # noqa: E402
+from keras_sdmtcnn.training.trainer import MultiTaskTrainer  # noqa: E402
 
 # As in the commands: the suite traces thousands of graphs.
 collect_garbage_less_often()
@@ -31,11 +32,16 @@ TINY = dict(
 )
 
 
-def tiny_model(tasks=TASKS3, image_size=(32, 32), num_classes=5, ignore_label=-1, seed=0,
-               **kwargs):
+def tiny_network(tasks=TASKS3, image_size=(32, 32), num_classes=5, ignore_label=-1, seed=0,
+                 **kwargs):
     keras.utils.set_random_seed(seed)
     return SDMTCNN(tasks, num_classes=num_classes, ignore_label=ignore_label,
                    image_size=image_size, **{**TINY, **kwargs})
+
+
+def tiny_model(*args, **kwargs):
+    """SD-MTCNN's trainer of a :func:`tiny_network` (compile it with an objective)."""
+    return MultiTaskTrainer.for_network(tiny_network(*args, **kwargs))
 
 
 def random_batch(tasks, batch=2, size=(32, 32), num_classes=5, ignore_label=-1, seed=0):
@@ -65,8 +71,8 @@ def random_batch(tasks, batch=2, size=(32, 32), num_classes=5, ignore_label=-1, 
 
 @pytest.fixture(scope="session")
 def model3():
-    """A tiny 3-task SegNet SD-MTCNN at 32x32 (not compiled)."""
-    return tiny_model()
+    """A tiny 3-task SegNet SD-MTCNN network at 32x32."""
+    return tiny_network()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.io import atomic_write_text
 
 # Mappings whose keys are tasks: a child recipe replaces them whole.
-_REPLACED_WHOLE = ("task_weights", "feature_teachers", "feature_weights")
+_REPLACED_WHOLE = ("task_weights", "experts", "feature_weights")
 
 
 def recipe_from_dict(values):

@@ -18,7 +18,7 @@ Delta_m::
         label: Single task (semantic)
       - name: li_bilen
         recipe: ../recipes/paper/synthetic/li_bilen.yaml
-        set: ["objective.feature_teachers={semantic: ${run:single_semantic}}"]
+        set: ["objective.experts={semantic: ${run:single_semantic}}"]
 
 ``${run:NAME}`` in an override is the run directory of the plan's run NAME
 (same seed), which must come earlier in the list. This module reads and

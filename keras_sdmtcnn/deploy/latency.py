@@ -95,7 +95,7 @@ def student_over_teacher(results, quantizations, threads=(1, 2)):
 def measure_recipe(recipe, quantizations=("none",), runs=10, other_runtimes=False):
     """:func:`measure` on the model a recipe builds (its tasks, size and widths)."""
     from keras_sdmtcnn.data.formats import format_defaults
-    from keras_sdmtcnn.models.builders import build_model
+    from keras_sdmtcnn.training.builders import build_model
 
     classes, ignore, _ = format_defaults(recipe.data)
     model = build_model(recipe, classes, ignore)

@@ -10,13 +10,14 @@ from keras_sdmtcnn.models import layers as blocks
 from keras_sdmtcnn.models.backbone import BOTTLENECK
 
 
-def student_head(backbone_outputs, prefix, head_filters, channels, activation,
-                 synchronized_bn=False):
+def student_head(backbone_outputs, prefix, config, channels, activation):
     """One Student head on the backbone's outputs; returns its output tensor.
 
-    Layers are named ``{prefix}_deconv{j}_*``; the output is named ``prefix``.
+    One stride-2 transposed convolution per ``config.student_filters`` entry
+    (scaled by the width multiplier). Layers are named
+    ``{prefix}_deconv{j}_*``; the output is named ``prefix``.
     """
     z = backbone_outputs[BOTTLENECK]
-    for j, f in enumerate(head_filters, start=1):
-        z = blocks.deconv_bn_relu(z, f, f"{prefix}_deconv{j}", synchronized_bn)
+    for j, f in enumerate(config.student_filters, start=1):
+        z = blocks.deconv_bn_relu(z, config.scaled(f), f"{prefix}_deconv{j}", config)
     return blocks.output_layer(z, channels, activation, prefix)

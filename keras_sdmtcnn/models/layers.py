@@ -6,7 +6,9 @@ small registered layer (so a saved ``.keras`` file reloads without
 
 The helpers take a ``name`` prefix and give every layer they create an
 explicit, stage-indexed name (``encoder2_conv1``, ``depth_student_deconv3``),
-so summaries, checkpoints and sub-models stay readable.
+so summaries, checkpoints and sub-models stay readable, and the network's
+``ModelConfig`` (``config/schema.py``), whose fields each layer reads where
+it needs them.
 """
 
 import keras
@@ -20,7 +22,6 @@ from keras_sdmtcnn.models.kernels import FusedBatchNormalization, MatmulGradConv
 # as in the MTAN/SD-MTCNN code lineage; Keras' 0.99 leaves the moving
 # statistics far from the data for the first few hundred steps.
 BN_MOMENTUM = 0.9
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PoolingMask(layers.Layer):
@@ -138,33 +139,39 @@ def _interleave_rows(a, b):
     return ops.reshape(stacked, (-1, shape[1] * 2, shape[2], shape[3]))
 
 
-def conv_bn_relu(x, filters, name, kernel_size=3, synchronized_bn=False):
+def batch_norm(x, name, config):
+    """The BatchNorm of every block: momentum :data:`BN_MOMENTUM`, synchronised as ``config``
+    says."""
+    return FusedBatchNormalization(
+        momentum=BN_MOMENTUM, synchronized=bool(config.synchronized_bn), name=name)(x)
+
+
+def conv_bn_relu(x, filters, name, config, kernel_size=3):
     """3x3 convolution (no bias), BatchNorm and ReLU, named ``{name}_conv`` etc.
 
-    Kernels use He initialisation (suited to ReLU; SegNet's choice), so the
-    activations keep their scale through the deep Teacher decoders.
+    ``config`` is the network's ``ModelConfig``. Kernels use He
+    initialisation (suited to ReLU; SegNet's choice), so the activations
+    keep their scale through the deep Teacher decoders.
     """
     x = MatmulGradConv2D(
         filters, kernel_size, padding="same", use_bias=False,
         kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)
-    x = FusedBatchNormalization(
-        momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_bn"
-    )(x)
+    x = batch_norm(x, f"{name}_bn", config)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def conv_stack(x, filters, name, synchronized_bn=False):
+def conv_stack(x, filters, name, config):
     """A block of conv-BN-ReLU layers, one per entry of ``filters``.
 
     Layers are named ``{name}_conv{i}`` (1-based) with ``_bn`` / ``_relu``.
     """
     for i, f in enumerate(filters, start=1):
-        x = conv_bn_relu(x, f, f"{name}_conv{i}", synchronized_bn=synchronized_bn)
+        x = conv_bn_relu(x, f, f"{name}_conv{i}", config)
     return x
 
 
-def attention_gate(features, context, name, synchronized_bn=False):
+def attention_gate(features, context, name, config):
     """Task attention of a Teacher decoder block (MTAN-style).
 
     A mask is computed from the decoder ``features`` concatenated with the
@@ -178,27 +185,23 @@ def attention_gate(features, context, name, synchronized_bn=False):
     """
     filters = features.shape[-1]
     x = layers.Concatenate(name=f"{name}_concat")([features, context])
-    x = conv_bn_relu(x, filters, f"{name}_conv1", synchronized_bn=synchronized_bn)
+    x = conv_bn_relu(x, filters, f"{name}_conv1", config)
     x = MatmulGradConv2D(
         filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
         name=f"{name}_conv2_conv",
     )(x)
-    x = FusedBatchNormalization(
-        momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_conv2_bn"
-    )(x)
+    x = batch_norm(x, f"{name}_conv2_bn", config)
     mask = layers.Activation("sigmoid", name=f"{name}_mask")(x)
     return layers.Multiply(name=f"{name}_gate")([features, mask])
 
 
-def deconv_bn_relu(x, filters, name, synchronized_bn=False):
+def deconv_bn_relu(x, filters, name, config):
     """Stride-2 3x3 transposed convolution (doubles H and W), BN, ReLU."""
     x = layers.Conv2DTranspose(
         filters, 3, strides=2, padding="same", use_bias=False,
         kernel_initializer="he_normal", name=f"{name}_deconv",
     )(x)
-    x = FusedBatchNormalization(
-        momentum=BN_MOMENTUM, synchronized=synchronized_bn, name=f"{name}_bn"
-    )(x)
+    x = batch_norm(x, f"{name}_bn", config)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -218,7 +218,7 @@ class RunDir:
                           {"epoch": epoch, "monitor": monitor, "metrics": results})
 
     def read_test_at_best(self):
-        """``{"epoch", "monitor", "metrics"}`` written by :meth:`write_test_at_best`, or ``None``."""
+        """``{"epoch", "monitor", "metrics"}`` from :meth:`write_test_at_best`, or ``None``."""
         return read_json(self.file(self.TEST_AT_BEST), "remove it; the plan writes it again")
 
     @property
@@ -441,7 +441,7 @@ class RunDir:
         """``(recipe dict, model.keras path)`` of this finished run, or an error naming ``key``."""
         if not os.path.isdir(self.path):
             raise UserError(
-                f"{key}: the teacher run {self.path} does not exist. Train it first "
+                f"{key}: the run {self.path} does not exist. Train it first "
                 f"(python -m keras_sdmtcnn.fit RECIPE --run-dir {self.path}) or fix the path.")
         state = self.state_of_run()
         if state != COMPLETE or not os.path.exists(self.model_path):

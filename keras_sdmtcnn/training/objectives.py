@@ -1,41 +1,42 @@
-"""Training objectives: how task losses and distillation terms add up.
+"""Training objectives: which loss terms a method's trainer adds up, and how.
 
 - ``separate`` (paper Eq. 5): every Teacher and Student task loss, plus
   ``kd_weight`` (the paper's lambda) times the distillation terms.
 - ``ensemble`` (paper Eq. 6): each task loss is taken once, on the average
   of the Teacher and Student predictions (the mean of the softmax
   probabilities for segmentation, the mean output for regression, normals
-  renormalised to unit length), plus lambda times the distillation terms.
+  renormalised), plus lambda times the distillation terms; the separate
+  Teacher and Student losses are logged for monitoring only.
 - ``teacher_only``: the Teacher's task losses alone (vanilla SegNet, the
   paper's Baseline-1).
 
-Task losses add up through a weighting (``weighting.py``): equal weights
-(the paper), dynamic weight average or learned uncertainty; the
-distillation terms are added unweighted. ``distillation="cauchy_schwarz"``
-replaces the paper's KL/l2 terms by KDAM's Cauchy-Schwarz divergence.
+An objective is a small serialisable object whose :meth:`Objective.terms`
+gives the term objects (``terms.py``) for a list of tasks. Task losses add
+up through a weighting (``weighting.py``): equal weights (the paper),
+dynamic weight average or learned uncertainty; the distillation terms are
+added unweighted. ``distillation="cauchy_schwarz"`` replaces the paper's
+KL/l2 distances by KDAM's Cauchy-Schwarz divergence.
 
 ``kd_weight=0`` is Baseline-2: distillation terms (and their gradients) are
 zero. By default the Teacher side of a distillation term is detached
 (``stop_gradient``): the Student follows the Teacher, and distillation never
 moves Teacher-only weights; ``detach_teacher=False`` lets the gradient through.
-
-Calling an objective returns a dict of terms, each already reduced over the
-global batch (see ``losses.global_mean``): ``loss`` (what is minimised) and,
-per task, ``{task}_teacher_loss``, ``{task}_student_loss``,
-``{task}_kd_loss`` (lambda times the distillation term, as it enters
-``loss``) and, for ``ensemble``, ``{task}_ensemble_loss``. In ``ensemble``
-the separate Teacher and Student losses are reported for monitoring only.
 """
 
 import math
 
 import keras
-import tensorflow as tf
 
-from keras_sdmtcnn import PACKAGE
+from keras_sdmtcnn import PACKAGE, registry
 from keras_sdmtcnn.errors import UserError
-from keras_sdmtcnn.tasks import get_task, output_name
+from keras_sdmtcnn.tasks import get_task
 from keras_sdmtcnn.training import losses as losses_lib
+from keras_sdmtcnn.training.terms import (
+    EnsembleTaskLoss,
+    OutputDistillation,
+    TaskLoss,
+    add_up,
+)
 
 
 def _check_number(name, value):
@@ -59,19 +60,17 @@ class Objective:
         distillation: ``"paper"`` (KL for segmentation, l2 for regression,
             Eq. 3-4) or ``"cauchy_schwarz"`` (KDAM Eq. 4-7 for every task).
         weighting: how task losses add up: ``"equal"`` (the paper), ``"dwa"``
-            or ``"uncertainty"`` (``weighting.py``); the model that compiles
-            the objective owns the weighting's state.
+            or ``"uncertainty"`` (``weighting.py``); the trainer that
+            compiles the objective owns the weighting's state.
         dwa_temperature: T of dynamic weight average (2, as MTAN).
     """
 
     name = None
-    uses_student = True
-    DISTILLATIONS = ("paper", "cauchy_schwarz")
 
     def __init__(self, kd_weight=1.0, task_weights=None, detach_teacher=True,
                  temperature=1.0, regression_kd="mse", distillation="paper",
                  weighting="equal", dwa_temperature=2.0):
-        from keras_sdmtcnn.training.weighting import WEIGHTINGS
+        from keras_sdmtcnn.config.schema import ObjectiveConfig
 
         for name, value in (("kd_weight", kd_weight), ("temperature", temperature),
                             ("dwa_temperature", dwa_temperature),
@@ -80,41 +79,36 @@ class Objective:
             _check_number(name, value)
         if not isinstance(detach_teacher, bool):
             raise UserError(f"detach_teacher must be True or False, got {detach_teacher!r}.")
-        if kd_weight < 0:
-            raise ValueError(f"kd_weight (lambda) must be >= 0, got {kd_weight}.")
-        if distillation not in self.DISTILLATIONS:
-            raise ValueError(
-                f"distillation must be one of {self.DISTILLATIONS}, got {distillation!r}.")
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {tuple(WEIGHTINGS)}, got {weighting!r}.")
         self.kd_weight = float(kd_weight)
         self.task_weights = dict(task_weights or {})
-        self.detach_teacher = bool(detach_teacher)
+        self.detach_teacher = detach_teacher
         self.temperature = float(temperature)
         self.regression_kd = regression_kd
         self.distillation_name = distillation
         self.weighting = weighting
         self.dwa_temperature = float(dwa_temperature)
-        # Validate now, not inside a traced step.
-        losses_lib.KLDistillation(self.temperature)
-        losses_lib.L2Distillation(self.regression_kd)
+        # The recipe's rules, written once (config/schema.py).
+        ObjectiveConfig(name=self.name, kd_weight=self.kd_weight,
+                        task_weights=self.task_weights, temperature=self.temperature,
+                        regression_kd=regression_kd, distillation=distillation,
+                        weighting=weighting,
+                        dwa_temperature=self.dwa_temperature).check_terms()
 
     def make_weighting(self, tasks):
-        """The weighting layer for ``tasks`` (built by the model that compiles this)."""
+        """The weighting layer for ``tasks`` (built by the trainer that compiles this)."""
         from keras_sdmtcnn.training.weighting import get_weighting
 
         kwargs = {"temperature": self.dwa_temperature} if self.weighting == "dwa" else {}
         return get_weighting(self.weighting, tasks, **kwargs)
 
-    def task_loss(self, task, ignore_label=-1):
-        return losses_lib.task_loss(task, ignore_label)
-
-    def distillation(self, task):
-        """The task's distillation term: its spec's (the paper's), or Cauchy-Schwarz."""
+    def distance(self, task):
+        """The task's distillation distance: its spec's (the paper's), or Cauchy-Schwarz."""
         spec = get_task(task)
-        if self.distillation_name == "cauchy_schwarz":
+        if self.distillation_name != "paper":
             kind = "logits" if spec.is_classification else "regression"
-            return losses_lib.CauchySchwarzDistillation(kind, self.temperature)
+            cls = registry.resolve(registry.DISTILLATIONS, self.distillation_name,
+                                   "distillation")
+            return cls(kind, self.temperature)
         options = {"kl": {"temperature": self.temperature},
                    "l2": {"reduction": self.regression_kd}}
         return losses_lib.get_loss(spec.distillation, **options[spec.distillation])
@@ -122,48 +116,22 @@ class Objective:
     def weight(self, task):
         return float(self.task_weights.get(task, 1.0))
 
-    def term_names(self, tasks):
-        """Names of the terms this objective returns for ``tasks``, ``loss`` first."""
-        names = ["loss"]
-        for task in tasks:
-            names += [f"{task}_teacher_loss"]
-            if self.uses_student:
-                names += [f"{task}_student_loss", f"{task}_kd_loss"]
-            if self.name == "ensemble":
-                names += [f"{task}_ensemble_loss"]
-        return names
+    def distillation_term(self, task):
+        return OutputDistillation(task, self.distance(task), self.kd_weight,
+                                  self.detach_teacher, name=f"{task}_kd")
 
-    def weighted_terms(self, task):
-        """The logged terms whose sum is the task loss that the weighting weighs."""
-        return [f"{task}_teacher_loss"]
-
-    def _kd_terms(self, y_pred, task):
-        teacher = y_pred[output_name(task, "teacher")]
-        student = y_pred[output_name(task, "student")]
-        if self.detach_teacher:
-            teacher = tf.stop_gradient(teacher)
-        return self.kd_weight * self.distillation(task)(teacher, student)
-
-    def _task_terms(self, task, y_true, y_pred, loss):
-        """``(logged terms, this task's loss before weighting, its distillation)``."""
+    def task_terms(self, task, ignore_label):
+        """The terms of one task, in the order they are computed."""
         raise NotImplementedError
 
+    def terms(self, tasks, ignore_label=-1):
+        """The term objects of ``tasks``, task by task."""
+        return [term for task in tasks for term in self.task_terms(task, ignore_label)]
+
     def __call__(self, y_true, y_pred, tasks, ignore_label=-1, weighting=None):
-        """The terms of the objective; ``weighting`` defaults to equal weights."""
-        terms, task_losses, total = {}, {}, 0.0
-        for task in tasks:
-            logged, task_loss, kd = self._task_terms(
-                task, y_true, y_pred, self.task_loss(task, ignore_label))
-            terms.update(logged)
-            task_losses[task] = self.weight(task) * task_loss
-            if kd is not None:
-                total += kd
-        if weighting is None:
-            total += tf.add_n(list(task_losses.values()))
-        else:
-            total += weighting.weigh(task_losses)[0]
-        terms["loss"] = total
-        return terms
+        """The terms' values and ``loss`` on a batch (as a trainer adds them up)."""
+        return add_up(self.terms(tasks, ignore_label), tasks, y_true, y_pred, weighting,
+                      self.weight)
 
     def get_config(self):
         return {
@@ -188,17 +156,10 @@ class SeparateObjective(Objective):
 
     name = "separate"
 
-    def weighted_terms(self, task):
-        return [f"{task}_teacher_loss", f"{task}_student_loss"]
-
-    def _task_terms(self, task, y_true, y_pred, loss):
-        terms = {}
-        for branch in ("teacher", "student"):
-            terms[f"{task}_{branch}_loss"] = loss(
-                y_true[task], y_pred[output_name(task, branch)])
-        terms[f"{task}_kd_loss"] = self._kd_terms(y_pred, task)
-        task_loss = terms[f"{task}_teacher_loss"] + terms[f"{task}_student_loss"]
-        return terms, task_loss, terms[f"{task}_kd_loss"]
+    def task_terms(self, task, ignore_label):
+        return [TaskLoss(task, "teacher", ignore_label, name=f"{task}_teacher_task"),
+                TaskLoss(task, "student", ignore_label, name=f"{task}_student_task"),
+                self.distillation_term(task)]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -207,19 +168,13 @@ class EnsembleObjective(Objective):
 
     name = "ensemble"
 
-    def weighted_terms(self, task):
-        return [f"{task}_ensemble_loss"]
-
-    def _task_terms(self, task, y_true, y_pred, loss):
-        terms = {}
-        teacher = y_pred[output_name(task, "teacher")]
-        student = y_pred[output_name(task, "student")]
-        for branch, pred in (("teacher", teacher), ("student", student)):
-            terms[f"{task}_{branch}_loss"] = tf.stop_gradient(loss(y_true[task], pred))
-        value = loss(y_true[task], average_prediction(task, teacher, student))
-        terms[f"{task}_ensemble_loss"] = value
-        terms[f"{task}_kd_loss"] = self._kd_terms(y_pred, task)
-        return terms, value, terms[f"{task}_kd_loss"]
+    def task_terms(self, task, ignore_label):
+        return [TaskLoss(task, "teacher", ignore_label, monitor_only=True,
+                         name=f"{task}_teacher_task"),
+                TaskLoss(task, "student", ignore_label, monitor_only=True,
+                         name=f"{task}_student_task"),
+                EnsembleTaskLoss(task, ignore_label, name=f"{task}_ensemble_task"),
+                self.distillation_term(task)]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -227,42 +182,11 @@ class TeacherOnlyObjective(Objective):
     """The Teacher's task losses alone (vanilla SegNet, Baseline-1)."""
 
     name = "teacher_only"
-    uses_student = False
 
-    def _task_terms(self, task, y_true, y_pred, loss):
-        value = loss(y_true[task], y_pred[output_name(task, "teacher")])
-        return {f"{task}_teacher_loss": value}, value, None
-
-
-def average_prediction(task, teacher, student):
-    """The ensemble prediction of Eq. 6, in the task's output space.
-
-    Segmentation: ``log((softmax(t) + softmax(s)) / 2)``, log-probabilities
-    that the cross-entropy accepts in place of logits. Normals: the mean of
-    the two unit vectors, renormalised. Other tasks: the mean.
-    """
-    teacher = tf.cast(teacher, tf.float32)
-    student = tf.cast(student, tf.float32)
-    if get_task(task).is_classification:
-        both = tf.stack(
-            [tf.nn.log_softmax(teacher, -1), tf.nn.log_softmax(student, -1)], 0
-        )
-        return tf.reduce_logsumexp(both, axis=0) - math.log(2.0)
-    mean = 0.5 * (teacher + student)
-    if get_task(task).activation == "l2_normalize":
-        return tf.math.l2_normalize(mean, axis=-1)
-    return mean
-
-
-OBJECTIVES = {
-    cls.name: cls for cls in (SeparateObjective, EnsembleObjective, TeacherOnlyObjective)
-}
+    def task_terms(self, task, ignore_label):
+        return [TaskLoss(task, "teacher", ignore_label, name=f"{task}_teacher_task")]
 
 
 def get_objective(name, **kwargs):
-    """Builds the objective registered as ``name`` (see ``OBJECTIVES``)."""
-    if name not in OBJECTIVES:
-        raise ValueError(
-            f"Unknown objective {name!r}; allowed: {', '.join(OBJECTIVES)}."
-        )
-    return OBJECTIVES[name](**kwargs)
+    """Builds the objective registered as ``name`` (``registry.OBJECTIVES``)."""
+    return registry.resolve(registry.OBJECTIVES, name, "objective")(**kwargs)

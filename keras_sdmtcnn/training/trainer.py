@@ -1,16 +1,26 @@
-"""The training logic shared by every multi-task model: ``train_step`` and ``test_step``.
+"""The one trainer: networks, a list of loss terms and one weighting, ``train_step`` written once.
 
-:class:`MultiTaskTrainer` is a ``keras.Model`` whose ``compile`` takes an
-objective (see ``objectives.py``) instead of a loss. ``fit``, ``evaluate``
-and ``predict`` then work as for any Keras model:
+:class:`MultiTaskTrainer` is a ``keras.Model`` over the graph that a method
+(``methods.py``) composes from its networks: SD-MTCNN's one network,
+Baseline-3's frozen stage-1 network beside a Student network, or Li &
+Bilen's network beside frozen single-task experts. Its ``compile`` takes an
+objective (``objectives.py``) instead of a loss; the objective's term
+objects and the method's own (``terms.py``) are what it adds up. ``fit``,
+``evaluate`` and ``predict`` then work as for any Keras model:
 
-- ``train_step`` computes the objective's terms on the model's dict of
-  outputs, applies the gradient of ``loss`` and tracks every term
-  (``loss``, ``{task}_teacher_loss``, ``{task}_student_loss``,
-  ``{task}_kd_loss``, ...) with one ``keras.metrics.Mean`` each.
+- ``train_step`` computes every term on the graph's dict of outputs,
+  applies the gradient of ``loss`` and tracks every term (``loss``,
+  ``{task}_teacher_loss``, ``{task}_student_loss``, ``{task}_kd_loss``, ...)
+  with one ``keras.metrics.Mean`` each.
 - ``test_step`` tracks the same terms and updates the streaming task metrics
   of the Teacher and the Student (``metrics.py``), whose values appear in
   ``evaluate(..., return_dict=True)`` as ``{task}_{branch}_{metric}``.
+
+How the terms add up: task by task, each task's weighted terms (its task
+losses) summed and times its weight go to the weighting, its other terms
+(distillation) are added as they are; the method's terms last. The
+weighting's epoch-end update reads the tracked means of the weighted terms
+through the term objects themselves.
 
 Distribution: the loss terms are replica-local shares of the global-batch
 mean (``losses.global_mean``), so the gradients that ``tf.distribute`` sums
@@ -22,18 +32,65 @@ global-batch values.
 import keras
 import tensorflow as tf
 
+from keras_sdmtcnn import PACKAGE
+from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.tasks import output_name
+from keras_sdmtcnn.training.methods import SelfDistillation, method_config, method_from_config
 from keras_sdmtcnn.training.metrics import make_task_metric
 from keras_sdmtcnn.training.objectives import Objective
+from keras_sdmtcnn.training.terms import add_up
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 class MultiTaskTrainer(keras.Model):
-    """A ``keras.Model`` with an objective-based ``train_step``/``test_step``.
+    """Trains a method's networks with its loss terms: the one trainer of every method.
 
-    Subclasses set ``self.tasks``, ``self.num_classes``, ``self.ignore_label``
-    and ``self.branches`` and produce a dict of outputs named
-    ``{task}_{branch}``.
+    Args:
+        method: a :class:`~keras_sdmtcnn.training.methods.Method` (or its
+            saved config), or a network config (``SDMTCNN.get_config()``),
+            which is SD-MTCNN's self-distillation.
+        terms: loss terms of your own (``terms.Term``), added to the
+            method's and the objective's: a new distillation method.
+
+    Example:
+        >>> network = SDMTCNN(["semantic", "depth"], num_classes=13, image_size=(64, 64))
+        >>> trainer = MultiTaskTrainer.for_network(network)
+        >>> trainer.compile(keras.optimizers.Adam(1e-4), SeparateObjective())
+        >>> trainer.fit(train_ds, validation_data=val_ds, epochs=200)
     """
+
+    def __init__(self, method, terms=(), **kwargs):
+        if isinstance(method, dict):
+            method = (method_from_config(method) if "kind" in method
+                      else SelfDistillation(method))
+        image, outputs = method.compose()
+        super().__init__(inputs=image, outputs=outputs, **kwargs)
+        self.method = method
+        network = method.network_config
+        self.tasks = tuple(network["tasks"])
+        self.num_classes = int(network.get("num_classes", 13))
+        self.ignore_label = int(network.get("ignore_label", -1))
+        self.branches = ("teacher", "student")
+        terms = [keras.saving.deserialize_keras_object(t) if isinstance(t, dict) else t
+                 for t in terms]
+        self.own_terms = list(terms)
+        self.method_terms = method.terms() + self.own_terms
+        for term in self.method_terms:
+            term.build_for(outputs)
+
+    @classmethod
+    def for_network(cls, network, terms=(), name="sdmtcnn"):
+        """SD-MTCNN's trainer of ``network`` (an ``SDMTCNN``): it trains that network's layers."""
+        return cls(SelfDistillation(network), terms=terms, name=name)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "method": method_config(self.method),
+                "terms": [keras.saving.serialize_keras_object(t) for t in self.own_terms]}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def compile(self, optimizer="adam", objective=None, jit_compile=False,
                 steps_per_execution=1, run_eagerly=False, convention="pooled", **kwargs):
@@ -53,29 +110,21 @@ class MultiTaskTrainer(keras.Model):
 
             objective = SeparateObjective()
         if not isinstance(objective, Objective):
-            raise ValueError(
+            raise UserError(
                 f"objective must be an Objective (see keras_sdmtcnn.training.objectives), "
-                f"got {type(objective).__name__}."
-            )
+                f"got {type(objective).__name__}.")
         if kwargs.get("loss") is not None:
-            raise ValueError(
-                "MultiTaskTrainer takes an `objective`, not a `loss`: the task "
-                "losses are declared by the tasks."
-            )
-        super().compile(
-            optimizer=optimizer,
-            jit_compile=jit_compile,
-            steps_per_execution=steps_per_execution,
-            run_eagerly=run_eagerly,
-        )
+            raise UserError("MultiTaskTrainer takes an `objective`, not a `loss`: the task "
+                            "losses are declared by the tasks.")
+        super().compile(optimizer=optimizer, jit_compile=jit_compile,
+                        steps_per_execution=steps_per_execution, run_eagerly=run_eagerly)
         self.objective = objective
+        self.terms = objective.terms(self.tasks, self.ignore_label) + list(self.method_terms)
         # The weighting's state (DWA history, learned log-variances) is part
         # of the model: tracked here, saved in checkpoints, restored on resume.
         self.loss_weighting = objective.make_weighting(list(self.tasks))
-        self._term_trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in objective.term_names(self.tasks) + self.extra_term_names()
-        }
+        names = ["loss"] + [name for term in self.terms for name in term.names()]
+        self._term_trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.set_evaluation_convention(convention)
         # A plain attribute: neither saved with the model nor logged.
         self.__dict__["_label_check"] = _LabelCheck()
@@ -92,9 +141,27 @@ class MultiTaskTrainer(keras.Model):
         ]
         self.test_function = None  # traced again with the new metrics
 
+    def logged_terms(self):
+        """The names of the loss terms this trainer logs, ``loss`` first."""
+        return list(self._term_trackers)
+
+    def optimizer_settings(self):
+        """``{layer name: learning rate}`` of the layers whose term gives them their own."""
+        rates = {}
+        for term in getattr(self, "terms", self.method_terms):
+            if term.learning_rate is not None:
+                rates.update({layer.name: term.learning_rate
+                              for layer in term._flatten_layers(include_self=False)
+                              if layer.weights})
+        return rates
+
+    # === Branches ===
+
     def branch_model(self, branch):
         """A sub-model of one branch (``"teacher"`` or ``"student"``), sharing weights."""
-        raise NotImplementedError
+        if branch not in self.branches:
+            raise UserError(f"branch must be one of {self.branches}, got {branch!r}.")
+        return self.method.branch_model(self, branch)
 
     def teacher_model(self):
         """The Teacher: encoder and attention decoders (shares weights)."""
@@ -103,10 +170,6 @@ class MultiTaskTrainer(keras.Model):
     def student_model(self):
         """The Student: encoder and deconvolution heads (shares weights)."""
         return self.branch_model("student")
-
-    def _check_branch(self, branch):
-        if branch not in self.branches:
-            raise ValueError(f"branch must be one of {self.branches}, got {branch!r}.")
 
     @property
     def metrics(self):
@@ -137,22 +200,21 @@ class MultiTaskTrainer(keras.Model):
             cache.function = tf.function(reset_all)
         cache.function()
 
-    def extra_term_names(self):
-        """Names of terms a subclass adds to the objective's (see ``extra_terms``)."""
-        return []
-
-    def extra_terms(self, y, y_pred):
-        """Terms a subclass adds to the objective's; each also adds to ``loss``."""
-        return {}
+    # === The loss ===
 
     def _terms(self, y, y_pred):
-        terms = self.objective(y, y_pred, self.tasks, self.ignore_label,
-                               weighting=self.loss_weighting)
-        extra = self.extra_terms(y, y_pred)
-        if extra:
-            terms["loss"] = terms["loss"] + tf.add_n(list(extra.values()))
-            terms.update(extra)
-        return terms
+        """Every term's value, and ``loss``: what is minimised (``terms.add_up``)."""
+        return add_up(self.terms, self.tasks, y, y_pred, self.loss_weighting,
+                      self.objective.weight)
+
+    def task_loss_means(self, logs):
+        """``{task: sum of its weighted terms' epoch means}``, read from the terms' own names."""
+        means = {}
+        for term in self.terms:
+            if term.weighted:
+                means[term.task] = means.get(term.task, 0.0) + sum(
+                    float(logs[name]) for name in term.names())
+        return means
 
     # === The public API's boundary: the same checks as the commands ===
 
@@ -189,13 +251,13 @@ class MultiTaskTrainer(keras.Model):
         from keras_sdmtcnn.training.weighting import EpochEndWeighting, EqualWeighting
 
         self._check_inputs(x, y)
-        args = (x, y, *args)
         callbacks = list(callbacks or [])
         weighting = getattr(self, "loss_weighting", None)
         if weighting is not None and not isinstance(weighting, EqualWeighting):
-            keys = {t: self.objective.weighted_terms(t) for t in self.tasks}
-            callbacks.insert(0, EpochEndWeighting(weighting, keys))
-        return super().fit(*args, callbacks=callbacks, **kwargs)
+            callbacks.insert(0, EpochEndWeighting(self))
+        return super().fit(x, y, *args, callbacks=callbacks, **kwargs)
+
+    # === The steps ===
 
     def _track(self, terms):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync

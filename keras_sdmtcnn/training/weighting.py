@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sdmtcnn import PACKAGE
+from keras_sdmtcnn import PACKAGE, registry
 
 
 class LossWeighting(keras.layers.Layer):
@@ -136,31 +136,22 @@ class UncertaintyWeighting(LossWeighting):
         return {**super().get_config(), "initial_log_variance": self.initial_log_variance}
 
 
-WEIGHTINGS = {
-    cls.name_in_recipes: cls
-    for cls in (EqualWeighting, DynamicWeightAverage, UncertaintyWeighting)
-}
-
-
 def get_weighting(name, tasks, **kwargs):
-    """Builds the weighting registered as ``name`` (see ``WEIGHTINGS``)."""
-    if name not in WEIGHTINGS:
-        raise ValueError(f"Unknown loss weighting {name!r}; allowed: {', '.join(WEIGHTINGS)}.")
-    return WEIGHTINGS[name](tasks, name=f"{name}_weighting", **kwargs)
+    """Builds the weighting registered as ``name`` (``registry.WEIGHTINGS``)."""
+    cls = registry.resolve(registry.WEIGHTINGS, name, "loss weighting")
+    return cls(tasks, name=f"{name}_weighting", **kwargs)
 
 
 class EpochEndWeighting(keras.callbacks.Callback):
-    """Feeds each epoch's mean training task losses to the weighting."""
+    """Feeds each epoch's mean training task losses to the trainer's weighting.
 
-    def __init__(self, weighting, task_loss_keys):
+    The losses are those of the trainer's weighted terms (task losses),
+    found through the term objects (``MultiTaskTrainer.task_loss_means``).
+    """
+
+    def __init__(self, trainer):
         super().__init__()
-        self.weighting, self.keys = weighting, task_loss_keys
+        self.trainer = trainer
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        losses = {}
-        for task, keys in self.keys.items():
-            if not all(k in logs for k in keys):
-                return
-            losses[task] = sum(float(logs[k]) for k in keys)
-        self.weighting.end_epoch(losses)
+        self.trainer.loss_weighting.end_epoch(self.trainer.task_loss_means(logs or {}))

@@ -93,7 +93,7 @@ def _model_and_batch(recipe):
     import keras
 
     from keras_sdmtcnn.data.datasets import build_datasets
-    from keras_sdmtcnn.models.builders import build_model
+    from keras_sdmtcnn.training.builders import build_model
 
     datasets, info = build_datasets(recipe, verbose=False)
     batch = next(iter(datasets["train"]))
@@ -104,8 +104,8 @@ def _model_and_batch(recipe):
 def _compile(model, recipe, objective, jit_compile=False):
     import dataclasses
 
-    from keras_sdmtcnn.models.builders import build_optimizer
     from keras_sdmtcnn.process.settings import apply_speed
+    from keras_sdmtcnn.training.builders import build_optimizer
     from keras_sdmtcnn.training.objectives import get_objective
 
     model.compile(build_optimizer(recipe.training), get_objective(objective))
@@ -141,7 +141,7 @@ def first_steps(recipe, steps=3):
     import keras
 
     from keras_sdmtcnn.data.datasets import build_datasets
-    from keras_sdmtcnn.models.builders import compiled_model
+    from keras_sdmtcnn.training.builders import compiled_model
 
     datasets, info = build_datasets(recipe, verbose=False)
     batch = next(iter(datasets["train"]))
@@ -177,7 +177,6 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     XLA and allocator comparisons (three more processes, each building the model)."""
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.datasets import pipeline_throughput
-    from keras_sdmtcnn.models.size import model_size
     from keras_sdmtcnn.process.settings import configure_process, in_effect
 
     recipe = load_recipe(recipe_path, overrides)
@@ -190,58 +189,80 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     out = {"recipe": recipe.name, "machine": machine(),
            "image_size": list(recipe.data.image_size), "batch_size": recipe.training.batch_size,
            "tasks": list(recipe.data.tasks), "intra_op_threads": threads_per_op}
-    sets = [f"--set={o}" for o in overrides]
-
     # First what runs in fresh processes, while this one holds no model: a
     # paper-size Teacher conversion and an XLA compilation each need many GB,
     # and the allocator comparison needs processes with their own heaps.
-    say("latency of every runtime (fresh process) ...")
-    out["latency"] = _fresh_process(
-        "keras_sdmtcnn.latency", ["--recipe", recipe_path, *sets, "--runs", str(latency_runs),
-                                  "--all-runtimes", "--quantize", *quantizations],
-        verbose=verbose)
-    if compare_options:
-        step = ["--recipe", recipe_path, *sets, "--steps", str(steps), "--train-step-only"]
-        default = _fresh_process("keras_sdmtcnn.bench", step)["seconds"]
-        no_trim = _fresh_process("keras_sdmtcnn.bench", step, NO_TRIM_ALLOCATOR)["seconds"]
-        xla = _fresh_process("keras_sdmtcnn.bench", [*step, "--xla"])["seconds"]
-        out["allocator"] = {"env": NO_TRIM_ALLOCATOR, "default_seconds": default,
-                            "no_trim_seconds": no_trim, "no_trim_over_default": no_trim / default}
-        out["xla"] = {"separate_seconds": xla, "default_seconds": default,
-                      "over_default": xla / default}
-        say(f"separate step, each in a fresh process: default {default:.3f} s, glibc no trim "
-            f"{no_trim:.3f} s ({no_trim / default:.2f}x), XLA {xla:.3f} s ({xla / default:.2f}x)")
-
+    _fresh_process_figures(out, recipe_path, [f"--set={o}" for o in overrides], steps,
+                           quantizations, latency_runs, compare_options, verbose, say)
     say("start-up: time to the first train and evaluation steps ...")
     out["start_up"] = first_steps(recipe, steps)
     say(f"first train step {out['start_up']['first_train_step_s']:.1f} s, first evaluation "
         f"step {out['start_up']['first_eval_step_s']:.1f} s; steady train step "
         f"{out['start_up']['steady_train_step_s']:.3f} s")
-
     model, batch, datasets = _model_and_batch(recipe)
-    out["size"] = model_size(model)
-    say(f"parameters: Teacher {out['size']['teacher']['params']:,}, Student "
-        f"{out['size']['student']['params']:,}; GFLOPs: Teacher "
-        f"{out['size']['teacher']['flops'] / 1e9:.1f}, Student {out['size']['student']['flops'] / 1e9:.1f}")
+    _step_figures(out, model, recipe, batch, steps, say)
+    _evaluation_figures(out, model, recipe, datasets, steps, say)
+    out["input_pipeline_samples_per_s"] = pipeline_throughput(recipe, batches=20)
+    say(f"input pipeline alone: {out['input_pipeline_samples_per_s']:.1f} samples/s")
+    out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    say(f"peak memory of training and evaluation (max RSS): {out['peak_memory_mb']:.0f} MB")
+    out["switches"] = in_effect()
+    say(f"devices: {', '.join(out['machine']['devices'])}; switches in effect: "
+        f"{_switches(out['switches'])}")
+    return out
 
+
+def _fresh_process_figures(out, recipe_path, sets, steps, quantizations, latency_runs,
+                           compare_options, verbose, say):
+    """Latency of every runtime; the allocator and XLA against the default step."""
+    say("latency of every runtime (fresh process) ...")
+    out["latency"] = _fresh_process(
+        "keras_sdmtcnn.latency", ["--recipe", recipe_path, *sets, "--runs", str(latency_runs),
+                                  "--all-runtimes", "--quantize", *quantizations],
+        verbose=verbose)
+    if not compare_options:
+        return
+    step = ["--recipe", recipe_path, *sets, "--steps", str(steps), "--train-step-only"]
+    default = _fresh_process("keras_sdmtcnn.bench", step)["seconds"]
+    no_trim = _fresh_process("keras_sdmtcnn.bench", step, NO_TRIM_ALLOCATOR)["seconds"]
+    xla = _fresh_process("keras_sdmtcnn.bench", [*step, "--xla"])["seconds"]
+    out["allocator"] = {"env": NO_TRIM_ALLOCATOR, "default_seconds": default,
+                        "no_trim_seconds": no_trim, "no_trim_over_default": no_trim / default}
+    out["xla"] = {"separate_seconds": xla, "default_seconds": default,
+                  "over_default": xla / default}
+    say(f"separate step, each in a fresh process: default {default:.3f} s, glibc no trim "
+        f"{no_trim:.3f} s ({no_trim / default:.2f}x), XLA {xla:.3f} s ({xla / default:.2f}x)")
+
+
+def _step_figures(out, model, recipe, batch, steps, say):
+    """Size and FLOPs; the train step of each objective; the step's convolution throughput."""
+    from keras_sdmtcnn.models.size import model_size
+
+    size = out["size"] = model_size(model)
+    say(f"parameters: Teacher {size['teacher']['params']:,}, Student "
+        f"{size['student']['params']:,}; GFLOPs: Teacher {size['teacher']['flops'] / 1e9:.1f}, "
+        f"Student {size['student']['flops'] / 1e9:.1f}")
+    samples = int(batch[0].shape[0])
     out["train_step"] = {}
     for name in ("teacher_only", "separate", "ensemble"):
         if name == "separate":
             seconds, reference = _step_and_reference(model, recipe, batch, name, steps)
         else:
             seconds = _step_seconds(model, recipe, batch, name, steps)
-        samples = int(batch[0].shape[0])
         out["train_step"][name] = {"seconds": seconds, "samples_per_s": samples / seconds}
         say(f"train step {name:<12} {seconds:8.3f} s  {samples / seconds:8.2f} samples/s")
-    ratio = out["train_step"]["separate"]["seconds"] / out["train_step"]["teacher_only"]["seconds"]
-    out["train_step"]["separate_over_teacher_only"] = ratio
-    flops = 3 * out["size"]["full"]["flops"] * int(batch[0].shape[0])
-    achieved = flops / out["train_step"]["separate"]["seconds"] / 1e9
+    steps_ = out["train_step"]
+    ratio = steps_["separate"]["seconds"] / steps_["teacher_only"]["seconds"]
+    steps_["separate_over_teacher_only"] = ratio
+    achieved = 3 * size["full"]["flops"] * samples / steps_["separate"]["seconds"] / 1e9
     out["conv_throughput"] = {"train_step_gflops": achieved, "single_conv_gflops": reference,
                               "share": achieved / reference}
     say(f"separate / teacher_only step: {ratio:.2f}x; conv throughput: train step "
-        f"{achieved:.1f} GFLOP/s vs one 3x3 conv {reference:.1f} GFLOP/s ({achieved / reference:.0%})")
+        f"{achieved:.1f} GFLOP/s vs one 3x3 conv {reference:.1f} GFLOP/s "
+        f"({achieved / reference:.0%})")
 
+
+def _evaluation_figures(out, model, recipe, datasets, steps, say):
     _compile(model, recipe, "separate")
     val = datasets["val"].take(max(steps, 2)).cache()
     model.evaluate(val, verbose=0)  # warm-up and trace
@@ -249,16 +270,6 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     seconds = median_seconds(lambda: model.evaluate(val, verbose=0), 1, warmup=0)
     out["evaluation_samples_per_s"] = count / seconds
     say(f"evaluation: {count / seconds:.2f} samples/s")
-
-    out["input_pipeline_samples_per_s"] = pipeline_throughput(recipe, batches=20)
-    say(f"input pipeline alone: {out['input_pipeline_samples_per_s']:.1f} samples/s")
-
-    out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    say(f"peak memory of training and evaluation (max RSS): {out['peak_memory_mb']:.0f} MB")
-    out["switches"] = in_effect()
-    say(f"devices: {', '.join(out['machine']['devices'])}; switches in effect: "
-        f"{_switches(out['switches'])}")
-    return out
 
 
 def _switches(switches):

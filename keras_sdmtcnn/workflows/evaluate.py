@@ -52,8 +52,8 @@ def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
     """Loads ``(model, recipe, {split: dataset})`` of a run or model file."""
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.datasets import build_datasets
-    from keras_sdmtcnn.models.saving import load_model
     from keras_sdmtcnn.process.settings import configure_process
+    from keras_sdmtcnn.training.saving import load_model
 
     splits = _splits(splits)
     model_file, recipe_file = RunDir.resolve(str(path), recipe_path)

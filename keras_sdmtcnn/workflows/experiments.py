@@ -14,13 +14,9 @@ import time
 from keras_sdmtcnn.config import load_plan, load_recipe, recipe_to_dict
 from keras_sdmtcnn.config.plans import RUN_REF, check_delta_m, check_seeds
 from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.runs.pretrained import check_pretrained, finished_run_recipe
 from keras_sdmtcnn.runs.results import write_results
 from keras_sdmtcnn.runs.rundir import RunDir
-from keras_sdmtcnn.runs.teachers import (
-    check_feature_teachers,
-    check_frozen_teacher,
-    finished_run_recipe,
-)
 
 
 def resolve_recipes(plan):
@@ -55,10 +51,7 @@ def resolve_recipes(plan):
                 except UserError as e:
                     raise UserError(f"Plan run {run.name}: {e}") from None
 
-            if recipe.objective.frozen_teacher not in (None, "train"):
-                check_frozen_teacher(recipe, recipe.objective.frozen_teacher, lookup)
-            if recipe.objective.feature_teachers:
-                check_feature_teachers(recipe, lookup)
+            check_pretrained(recipe, lookup)
             recipes[(run.name, seed)] = recipe
             planned[os.path.abspath(plan.run_dir(run.name, seed))] = recipe_to_dict(recipe)
     if plan.last_epochs is not None:
@@ -123,7 +116,7 @@ def test_at_selected_epoch(recipe, run_dir):
     import copy
 
     from keras_sdmtcnn.data.datasets import build_datasets
-    from keras_sdmtcnn.models.saving import load_model
+    from keras_sdmtcnn.training.saving import load_model
 
     run = RunDir(run_dir)
     monitor = recipe.output.monitor

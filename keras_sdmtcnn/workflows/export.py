@@ -84,7 +84,7 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
     from keras_sdmtcnn.data.preprocessing import to_raw_pixels
     from keras_sdmtcnn.deploy.onnx import require
     from keras_sdmtcnn.deploy.serving import serving_function
-    from keras_sdmtcnn.models.saving import load_model
+    from keras_sdmtcnn.training.saving import load_model
 
     for fmt, quantize in variants:
         check_choice(branch, fmt, quantize)
@@ -188,79 +188,16 @@ class _Source:
 
 def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
     """Writes one export folder (atomically) after its parity check; returns its path."""
-    from keras_sdmtcnn.config import recipe_to_dict
-    from keras_sdmtcnn.deploy.onnx import ONNX_OPSET, convert_to_onnx
-    from keras_sdmtcnn.deploy.parity import failures, parity
-    from keras_sdmtcnn.deploy.runtime import load_exported
-    from keras_sdmtcnn.deploy.serving import output_specs
-    from keras_sdmtcnn.deploy.tflite import convert_saved_model, tflite_ops
-    from keras_sdmtcnn.io import atomic_write_json
-
-    serve, spec, tasks, raw = source.serve, source.spec, source.tasks, source.raw
-    recipe, info, input_dtype = source.recipe, source.info, source.input_dtype
-    image_size = tuple(recipe.data.image_size)
-    norm = recipe.data.image_normalization
-    calibration = source.calibration if quantize == "int8" else None
-    model_file = source.model_file
     label = f"{branch}-{fmt}" + ("" if quantize == "none" else f"-{quantize}")
     final = os.path.join(out_dir, label)
     os.makedirs(out_dir, exist_ok=True)
     tmp = temp_dir_beside(out_dir, f".{label}.tmp-")
     try:
-        extra = {}
-        if fmt == "tflite":
-            flat = convert_saved_model(source.saved_model(), quantize, calibration)
-            with open(os.path.join(tmp, "model.tflite"), "wb") as f:
-                f.write(flat)
-            extra["tflite_ops"] = sorted(tflite_ops(flat))
-            artefact = "model.tflite"
-        elif fmt == "onnx":
-            convert_to_onnx(serve, spec, os.path.join(tmp, "model.onnx"))
-            extra["onnx_opset"] = ONNX_OPSET
-            artefact = "model.onnx"
-        else:
-            shutil.copytree(source.saved_model(), os.path.join(tmp, "saved_model"))
-            artefact = "saved_model"
-
-        reference = {k: v.numpy() for k, v in serve(raw[0][None]).items()}
-        metadata = {
-            "branch": branch,
-            "format": fmt,
-            "quantize": quantize,
-            "file": artefact,
-            "input": {
-                "name": "image", "shape": [1, *image_size, 3], "dtype": input_dtype,
-                "scaling": "raw RGB pixels in [0, 255]; the graph divides by 255"
-                           + (" and standardises with the ImageNet mean/std"
-                              if norm == "imagenet" else ""),
-            },
-            "outputs": output_specs(reference, tasks),
-            "tasks": tasks,
-            "class_names": list(info.class_names) if info.class_names else None,
-            "num_classes": info.num_classes,
-            "source_model": os.path.abspath(model_file),
-            "recipe": recipe_to_dict(recipe),
-            **extra,
-        }
-        atomic_write_json(os.path.join(tmp, "metadata.json"), metadata)
-        runtime = load_exported(os.path.join(tmp, artefact), in_progress=True)
-        report = parity(runtime, serve, raw, tasks, source.noise())
-        metadata["parity"] = report
-        atomic_write_json(os.path.join(tmp, "metadata.json"), metadata)
-        failed = failures(report) if quantize == "none" else []
-        if failed:
-            raise UserError(
-                f"Parity check failed for {label} against the Keras model on "
-                f"{report['samples']} validation images: {'; '.join(failed)}. Nothing was "
-                "written; the converter changed what the model computes (see "
-                "docs/deploying.md, Parity).")
-        if os.path.exists(final):
-            old = temp_dir_beside(out_dir, f".{label}.old-")
-            os.replace(final, os.path.join(old, label))
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        artefact, extra = _convert(source, fmt, quantize, tmp)
+        metadata = {"branch": branch, "format": fmt, "quantize": quantize, "file": artefact,
+                    **_description(source), **extra}
+        report = _check_parity(source, os.path.join(tmp, artefact), metadata, label)
+        _put_in_place(tmp, final, out_dir, label)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
@@ -270,3 +207,77 @@ def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
         print(f"{final}/{artefact}: parity on {report['samples']} val samples: max |diff| "
               f"{diffs}" + (f"; classes agree on {agreement:.3%}" if agreement is not None else ""))
     return final
+
+
+def _convert(source, fmt, quantize, folder):
+    """Writes the model file into ``folder``; returns ``(its name, metadata of the format)``."""
+    from keras_sdmtcnn.deploy.onnx import ONNX_OPSET, convert_to_onnx
+    from keras_sdmtcnn.deploy.tflite import convert_saved_model, tflite_ops
+
+    if fmt == "tflite":
+        calibration = source.calibration if quantize == "int8" else None
+        flat = convert_saved_model(source.saved_model(), quantize, calibration)
+        with open(os.path.join(folder, "model.tflite"), "wb") as f:
+            f.write(flat)
+        return "model.tflite", {"tflite_ops": sorted(tflite_ops(flat))}
+    if fmt == "onnx":
+        convert_to_onnx(source.serve, source.spec, os.path.join(folder, "model.onnx"))
+        return "model.onnx", {"onnx_opset": ONNX_OPSET}
+    shutil.copytree(source.saved_model(), os.path.join(folder, "saved_model"))
+    return "saved_model", {}
+
+
+def _description(source):
+    """What every ``metadata.json`` of one export says: input, outputs, classes, recipe."""
+    from keras_sdmtcnn.config import recipe_to_dict
+    from keras_sdmtcnn.deploy.serving import output_specs
+
+    recipe, info = source.recipe, source.info
+    reference = {k: v.numpy() for k, v in source.serve(source.raw[0][None]).items()}
+    imagenet = recipe.data.image_normalization == "imagenet"
+    return {
+        "input": {
+            "name": "image", "shape": [1, *recipe.data.image_size, 3],
+            "dtype": source.input_dtype,
+            "scaling": "raw RGB pixels in [0, 255]; the graph divides by 255"
+                       + (" and standardises with the ImageNet mean/std" if imagenet else ""),
+        },
+        "outputs": output_specs(reference, source.tasks),
+        "tasks": source.tasks,
+        "class_names": list(info.class_names) if info.class_names else None,
+        "num_classes": info.num_classes,
+        "source_model": os.path.abspath(source.model_file),
+        "recipe": recipe_to_dict(recipe),
+    }
+
+
+def _check_parity(source, path, metadata, label):
+    """Runs the file against the Keras model; records the report; a float32 failure stops."""
+    from keras_sdmtcnn.deploy.parity import failures, parity
+    from keras_sdmtcnn.deploy.runtime import load_exported
+    from keras_sdmtcnn.io import atomic_write_json
+
+    folder = os.path.dirname(path)
+    atomic_write_json(os.path.join(folder, "metadata.json"), metadata)
+    runtime = load_exported(path, in_progress=True)
+    report = parity(runtime, source.serve, source.raw, source.tasks, source.noise())
+    atomic_write_json(os.path.join(folder, "metadata.json"), {**metadata, "parity": report})
+    failed = failures(report) if metadata["quantize"] == "none" else []
+    if failed:
+        raise UserError(
+            f"Parity check failed for {label} against the Keras model on "
+            f"{report['samples']} validation images: {'; '.join(failed)}. Nothing was "
+            "written; the converter changed what the model computes (see "
+            "docs/deploying.md, Parity).")
+    return report
+
+
+def _put_in_place(tmp, final, out_dir, label):
+    """The finished folder under its name; an older export of that name goes."""
+    if os.path.exists(final):
+        old = temp_dir_beside(out_dir, f".{label}.old-")
+        os.replace(final, os.path.join(old, label))
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)

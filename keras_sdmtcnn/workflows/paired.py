@@ -38,7 +38,10 @@ recipe_path, overrides = sys.argv[1], sys.argv[2:]
 import keras
 from keras_sdmtcnn.config import load_recipe
 from keras_sdmtcnn.data.datasets import build_datasets
-from keras_sdmtcnn.models import builders
+try:  # where each version keeps it
+    from keras_sdmtcnn.training import builders
+except ImportError:
+    from keras_sdmtcnn.models import builders
 recipe = load_recipe(recipe_path, overrides)
 try:  # where each version keeps it
     from keras_sdmtcnn.process.settings import configure_process

@@ -129,7 +129,7 @@ def predictors(model_path, recipe_path=None):
 
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.deploy.serving import serving_function
-    from keras_sdmtcnn.models.saving import load_model
+    from keras_sdmtcnn.training.saving import load_model
 
     model_file, recipe_file = RunDir.resolve(model_path, recipe_path)
     recipe = load_recipe(recipe_file)

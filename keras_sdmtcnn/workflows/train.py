@@ -4,8 +4,8 @@
 trains with a progress bar, evaluates Teacher and Student on the validation
 split every epoch (one line per epoch), and fills the run directory (its
 layout: ``runs/rundir.py``). Running it again on an unfinished run
-directory resumes it; ``objective.frozen_teacher: train`` first trains
-Baseline-3's Teacher into ``RUN_DIR/stage1_teacher``. ``--overwrite``
+directory resumes it; ``objective.stage1_network: train`` first trains
+Baseline-3's stage-1 network into ``RUN_DIR/stage1_teacher``. ``--overwrite``
 trains the new run beside the old one and puts it in place only once it is
 complete.
 
@@ -21,6 +21,7 @@ import time
 
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.process.cluster import read_cluster
+from keras_sdmtcnn.runs.pretrained import check_pretrained
 from keras_sdmtcnn.runs.rundir import COMPLETE, FAILED, RUNNING, RunDir, atomic_save_model
 
 
@@ -77,7 +78,7 @@ def recipe_changes(previous, current):
         out = {}
         for key, value in values.items():
             path = f"{prefix}{key}"
-            if isinstance(value, dict) and key not in ("task_weights", "feature_teachers",
+            if isinstance(value, dict) and key not in ("task_weights", "experts",
                                                        "feature_weights"):
                 out.update(flat(value, f"{path}."))
             else:
@@ -93,22 +94,12 @@ def recipe_changes(previous, current):
     return changes
 
 
-def check_teachers(recipe):
-    """Checks the frozen-teacher runs a recipe names, before anything else runs."""
-    from keras_sdmtcnn.runs.teachers import check_feature_teachers, check_frozen_teacher
-
-    if recipe.objective.frozen_teacher not in (None, "train"):
-        check_frozen_teacher(recipe, recipe.objective.frozen_teacher)
-    if recipe.objective.feature_teachers:
-        check_feature_teachers(recipe)
-
-
 def stage1_recipe(recipe):
     """Baseline-3's first stage: the same recipe, training the Teacher alone."""
     stage1 = copy.deepcopy(recipe)
     stage1.name = f"{recipe.name}_stage1_teacher"
     stage1.objective.name = "teacher_only"
-    stage1.objective.frozen_teacher = None
+    stage1.objective.stage1_network = None
     stage1.output.run_dir = None
     return stage1
 
@@ -139,7 +130,7 @@ def logged_names(model):
     """Every value ``fit`` logs per epoch for ``model``: loss terms and validation metrics."""
     from keras_sdmtcnn.tasks import get_task, log_key
 
-    terms = list(model.objective.term_names(model.tasks)) + list(model.extra_term_names())
+    terms = model.logged_terms()
     names = terms + [f"val_{t}" for t in terms]
     for task in model.tasks:
         for branch in model.branches:
@@ -190,7 +181,7 @@ def fit(recipe, run_dir=None, overwrite=False):
             run_dir.remove_temporaries()
             # The cheap refusals (a finished run, a different recipe) before TensorFlow loads.
             state = _resume_state(run_dir, recipe, overwrite)
-            check_teachers(recipe)
+            check_pretrained(recipe)
             target = run_dir.staging() if overwrite and run_dir.has_run() else run_dir
             try:
                 model, history = job.run(target, state, overwrite)
@@ -229,10 +220,10 @@ class _Training:
         """Trains into ``run_dir`` from ``state`` (a resume point); returns ``(model, history)``."""
         recipe, training = self.recipe, self.recipe.training
         self.connect()
-        teacher_runs = self.first_stage(run_dir, overwrite)
+        pretrained = self.first_stage(run_dir, overwrite)
         verdict = self.agree({"initial_epoch": state["epoch"] if state else 0,
-                              "teacher_runs": teacher_runs})
-        initial_epoch, teacher_runs = verdict["initial_epoch"], verdict["teacher_runs"]
+                              "pretrained": pretrained})
+        initial_epoch, pretrained = verdict["initial_epoch"], verdict["pretrained"]
         started = time.time()
         if run_dir is not None:
             run_dir.remove_final_files()
@@ -240,7 +231,7 @@ class _Training:
             run_dir.write_status(RUNNING, started=started, seed=training.seed)
         try:
             datasets, info = self.data(initial_epoch)
-            model = self.model(info, state, initial_epoch, teacher_runs)
+            model = self.model(info, state, initial_epoch, pretrained)
             recorder = self.train(model, datasets, info, run_dir, state, initial_epoch)
             if run_dir is not None:
                 self.save(model, recorder, run_dir)
@@ -274,8 +265,8 @@ class _Training:
         self.strategy = distribute.make_strategy(self.recipe.training, self.cluster)
 
     def first_stage(self, run_dir, overwrite):
-        """Baseline-3's Teacher, trained first (``objective.frozen_teacher: train``)."""
-        if self.recipe.objective.frozen_teacher != "train":
+        """Baseline-3's stage-1 network, trained first (``objective.stage1_network: train``)."""
+        if self.recipe.objective.stage1_network != "train":
             return None
         import keras
 
@@ -299,7 +290,7 @@ class _Training:
         if verbose and stage1 is not None:
             print(f"Stage 2 of 2: a Student from scratch, distilled from the frozen Teacher of "
                   f"{stage1.path}")
-        return {"frozen_teacher": stage1.path if stage1 is not None else None}
+        return {"stage1_network": stage1.path if stage1 is not None else None}
 
     def agree(self, verdict):
         """The chief's ``verdict`` on every worker (a single process keeps its own)."""
@@ -333,20 +324,20 @@ class _Training:
         return build_datasets(self.recipe, verbose=bool(self.recipe.output.verbose),
                               initial_epoch=initial_epoch)
 
-    def model(self, info, state, initial_epoch, teacher_runs):
+    def model(self, info, state, initial_epoch, pretrained):
         """The recipe's model, compiled; resumed from the chief's checkpoint when there is one.
 
         A resumed model is built as a fresh one is (so its optimizer has the
         same variables) and then takes the checkpoint's weights and
         optimizer state; every other worker then takes the chief's.
         """
-        from keras_sdmtcnn.models.builders import compiled_model
-        from keras_sdmtcnn.models.saving import load_checkpoint
+        from keras_sdmtcnn.training.builders import compiled_model
         from keras_sdmtcnn.training.distribute import broadcast_from_chief
+        from keras_sdmtcnn.training.saving import load_checkpoint
 
         def build():
             model = compiled_model(self.recipe, info.num_classes, info.ignore_label,
-                                   self.strategy.num_replicas_in_sync, teacher_runs)
+                                   self.strategy.num_replicas_in_sync, pretrained)
             if initial_epoch:
                 model.optimizer.build(model.trainable_variables)
             return model

@@ -7,9 +7,9 @@ import pytest
 from conftest import REPO
 
 from keras_sdmtcnn.config import load_recipe, plans
-from keras_sdmtcnn.models.builders import build_objective, model_config
-from keras_sdmtcnn.models.distillation import FeatureDistillationModel, FrozenTeacherStudent
-from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
+from keras_sdmtcnn.training.builders import build_objective, network_config
+from keras_sdmtcnn.training.methods import FeatureDistillation, SelfDistillation, TwoStage
+from keras_sdmtcnn.training.trainer import MultiTaskTrainer
 
 PAPER = os.path.join(REPO, "recipes", "paper")
 RECIPES = sorted(p for p in glob.glob(os.path.join(PAPER, "*", "*.yaml"))
@@ -37,17 +37,19 @@ _BUILT = {}
 
 def build_once(kind, config, extra):
     """Recipes that share an architecture share one build (the suite stays fast)."""
-    key = repr((kind, sorted(config.items()), extra))
+    key = repr((kind, sorted((k, repr(v)) for k, v in config.items()), extra))
     if key not in _BUILT:
-        if kind == "frozen_teacher":
-            _BUILT[key] = FrozenTeacherStudent(config, config)
-        elif kind == "feature":
-            teachers, weights = extra
-            _BUILT[key] = FeatureDistillationModel(
-                config, {t: {**config, "tasks": [t]} for t in teachers}, dict(weights))
+        if kind == "stage1_network":
+            method = TwoStage(config, config)
+        elif kind == "experts":
+            experts, weights = extra
+            method = FeatureDistillation(config, {t: {**config, "tasks": [t]} for t in experts},
+                                         dict(weights))
         else:
-            _BUILT[key] = SDMTCNN(**config)
+            method = SelfDistillation(config)
+        _BUILT[key] = MultiTaskTrainer(method)
     return _BUILT[key]
+
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: os.path.relpath(p, PAPER))
 def test_paper_recipe_validates_and_builds(path):
@@ -57,24 +59,26 @@ def test_paper_recipe_validates_and_builds(path):
     build_objective(objective)
     # Built at 1/16 of the recipe's width so that ~90 models build in seconds;
     # every structural choice (tasks, decoder, attention, branches, the
-    # distillation wrapper) is the recipe's.
+    # method) is the recipe's.
     recipe.model.width_multiplier /= 16
-    config = model_config(recipe, NUM_CLASSES[folder], -1)
-    if objective.frozen_teacher is not None:
-        model = build_once("frozen_teacher", config, None)
+    config = network_config(recipe, NUM_CLASSES[folder], -1)
+    if objective.stage1_network is not None:
+        model = build_once("stage1_network", config, None)
         assert not model.teacher_model().trainable
-    elif objective.feature_teachers:
-        assert set(objective.feature_teachers) == set(recipe.data.tasks)
-        model = build_once("feature", config, (tuple(objective.feature_teachers),
-                                                tuple(sorted(objective.feature_weights.items()))))
-        assert model.extra_term_names() == [f"{t}_feature_loss" for t in recipe.data.tasks]
+    elif objective.experts:
+        assert set(objective.experts) == set(recipe.data.tasks)
+        model = build_once("experts", config, (tuple(objective.experts),
+                                               tuple(sorted(objective.feature_weights.items()))))
+        assert [n for t in model.method_terms for n in t.names()] == [
+            f"{t}_feature_loss" for t in recipe.data.tasks]
     else:
         model = build_once("sdmtcnn", config, None)
-        assert model.decoder == recipe.model.decoder
-        assert model.attention == recipe.model.attention
+        assert model.method.network.config.decoder == recipe.model.decoder
+        assert model.method.network.config.attention == recipe.model.attention
     assert list(model.tasks) == list(recipe.data.tasks)
     assert set(model.output_names) >= {f"{t}_teacher" for t in recipe.data.tasks}
     assert recipe.name == f"{folder}_{os.path.splitext(os.path.basename(path))[0]}"
+
 
 @pytest.mark.parametrize("path", PLANS, ids=lambda p: os.path.relpath(p, PAPER))
 def test_paper_plans_load(path):

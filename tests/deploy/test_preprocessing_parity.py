@@ -10,7 +10,7 @@ def test_tflite_student_matches_the_trained_keras_student_on_raw_pixels(tmp_path
     from keras_sdmtcnn.config import recipe_from_dict
     from keras_sdmtcnn.data.datasets import build_datasets
     from keras_sdmtcnn.deploy.runtime import load_exported
-    from keras_sdmtcnn.models.saving import load_model
+    from keras_sdmtcnn.training.saving import load_model
     from keras_sdmtcnn.workflows.export import export
     from keras_sdmtcnn.workflows.train import fit
 

@@ -79,10 +79,10 @@ def test_backbone_outputs_are_named_and_masks_mark_the_pooled_maxima(model3):
     (dict(tasks=["depht"]), "Unknown task 'depht'. Allowed tasks"),
     (dict(tasks=[]), "At least one task"),
     (dict(tasks=["depth"], image_size=(30, 32)), "height 30 is not a positive multiple of 16"),
-    (dict(tasks=["depth"], task_channels={"depth": 3}), "has 1 output channels"),
-    (dict(tasks=["semantic"], num_classes=13, task_channels={"semantic": 12}), "13 output channels"),
+    (dict(tasks=["depth"], width_multiplier=0), "model.width_multiplier must be > 0"),
+    (dict(tasks=["depth"], encoder_depths=[2, 2]), "encoder_depths and model.encoder_filters"),
     (dict(tasks=["semantic"], num_classes=1), "num_classes must be >= 2"),
-    (dict(tasks=["depth"], decoder="fcn"), "decoder must be one of"),
+    (dict(tasks=["depth"], decoder="fcn"), "model.decoder must be one of"),
 ])
 def test_bad_arguments_raise_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -19,12 +19,14 @@ def legacy_run(tmp_path_factory):
 
 
 def test_a_run_written_by_0_1_evaluates_to_its_own_figures(legacy_run):
-    from keras_sdmtcnn.models.saving import load_model
+    from keras_sdmtcnn.training.saving import load_model
     from keras_sdmtcnn.workflows.evaluate import evaluate
 
     run, overrides = legacy_run
     model = load_model(str(run / "model.keras"))
-    assert type(model).__name__ == "SDMTCNN" and model.tasks == ("semantic", "depth", "normal")
+    # 0.1's SDMTCNN (network and trainer in one) loads as the trainer of an SDMTCNN network.
+    assert type(model).__name__ == "MultiTaskTrainer" and model.method.kind == "self_distillation"
+    assert model.tasks == ("semantic", "depth", "normal")
     results = evaluate(str(run), overrides=overrides, verbose=0)
     written = json.loads((run / "evaluation.json").read_text())
     with open(f"{FIXTURE}/evaluation.json") as f:
@@ -65,10 +67,13 @@ def legacy_run_0_2(tmp_path_factory):
 def test_runs_written_by_0_2_evaluate_to_their_own_figures(legacy_run_0_2, stage):
     # A Baseline-3 run: its second stage (the network with a frozen Teacher,
     # 0.2's FrozenTeacherStudent) and its first (0.2's SDMTCNN trainer).
+    from keras_sdmtcnn.training.saving import load_model
     from keras_sdmtcnn.workflows.evaluate import evaluate
 
     run, overrides = legacy_run_0_2
     folder = run / stage if stage else run
+    model = load_model(str(folder / "model.keras"))
+    assert model.method.kind == ("self_distillation" if stage else "two_stage")
     results = evaluate(str(folder), overrides=overrides, verbose=0)
     with open(f"{FIXTURE_0_2}/{stage + '/' if stage else ''}evaluation.json") as f:
         before = json.load(f)

@@ -18,6 +18,7 @@ import keras, tensorflow as tf
 sys.path.insert(0, "tests")
 from conftest import TINY, random_batch
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
+from keras_sdmtcnn.training.trainer import MultiTaskTrainer
 TASKS = ["semantic", "depth"]
 from keras_sdmtcnn.training.objectives import get_objective
 from keras_sdmtcnn.training.optimizers import FusedAdam
@@ -29,8 +30,9 @@ def build():
     keras.utils.set_random_seed(0)
     # A small graph (MirroredStrategy traces it once per replica): two tasks,
     # one conv per block, no attention; the objectives are what is under test.
-    m = SDMTCNN(TASKS, num_classes=5, image_size=(32, 32), synchronized_bn=True,
-                attention=False, **{**TINY, "encoder_depths": (1, 1, 1, 1)})
+    m = MultiTaskTrainer.for_network(SDMTCNN(
+        TASKS, num_classes=5, image_size=(32, 32), synchronized_bn=True, attention=False,
+        **{**TINY, "encoder_depths": (1, 1, 1, 1)}))
     optimizer = keras.optimizers.SGD(0.01) if sys.argv[2] == "sgd" else FusedAdam(1e-3)
     m.compile(optimizer, get_objective(sys.argv[1]))
     return m
@@ -93,6 +95,7 @@ sys.path.insert(0, "tests")
 from conftest import TINY, random_batch
 from keras_sdmtcnn.models.sdmtcnn import SDMTCNN
 from keras_sdmtcnn.training.objectives import SeparateObjective
+from keras_sdmtcnn.training.trainer import MultiTaskTrainer
 
 if os.environ.get("WORKER_FLOAT64") == "1":
     # Exact enough to compare with one process. In float32 this tiny model
@@ -107,7 +110,8 @@ if os.environ.get("WORKER_FLOAT64") == "1":
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 keras.utils.set_random_seed(0)
 with strategy.scope():
-    model = SDMTCNN(["depth"], image_size=(32, 32), synchronized_bn=True, **TINY)
+    model = MultiTaskTrainer.for_network(
+        SDMTCNN(["depth"], image_size=(32, 32), synchronized_bn=True, **TINY))
     model.compile(keras.optimizers.SGD(0.1), SeparateObjective())
 x, y = random_batch(["depth"], batch=8)
 batch, steps = (int(v) for v in sys.argv[2:4]) if len(sys.argv) > 2 else (4, 2)
@@ -171,7 +175,7 @@ def test_mixed_precision_keeps_outputs_and_losses_float32(policy):
         model.compile(optimizer, SeparateObjective())
         x, y = random_batch(TASKS3, num_classes=5)
         compute = policy.split("_")[1]
-        assert model.backbone.get_layer("encoder1_conv1_conv").compute_dtype == compute
+        assert model.get_layer("encoder1_conv1_conv").compute_dtype == compute
         out = model(x)
         assert {str(v.dtype) for v in out.values()} == {"<dtype: 'float32'>"} or all(
             "float32" in str(v.dtype) for v in out.values())
@@ -199,8 +203,8 @@ def test_xla_trains_the_demo_model_and_matches_the_graph_step(tmp_path):
     from conftest import random_batch
 
     from keras_sdmtcnn.config import recipe_from_dict
-    from keras_sdmtcnn.models.builders import compiled_model
     from keras_sdmtcnn.process.settings import KERNELS as ENABLED
+    from keras_sdmtcnn.training.builders import compiled_model
 
     recipe = recipe_from_dict({
         "data": {"tasks": ["semantic", "depth", "normal"], "image_size": [32, 32]},
@@ -279,17 +283,18 @@ def _plain(recipe):
 
 def test_batchnorm_is_synchronised_by_default_with_several_replicas():
     from keras_sdmtcnn.config import recipe_from_dict
-    from keras_sdmtcnn.models.builders import build_model, model_config
+    from keras_sdmtcnn.training.builders import build_model, network_config
 
     recipe = recipe_from_dict({
         "data": {"tasks": ["depth"], "image_size": [32, 32]},
         "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64,
                   "encoder_depths": [1, 1, 1, 1]}})
-    assert model_config(recipe, 7, 0, replicas=1)["synchronized_bn"] is False
-    assert model_config(recipe, 7, 0, replicas=2)["synchronized_bn"] is True
+    assert network_config(recipe, 7, 0, replicas=1)["model"]["synchronized_bn"] is False
+    assert network_config(recipe, 7, 0, replicas=2)["model"]["synchronized_bn"] is True
     model = build_model(recipe, 7, 0, replicas=2)
-    norms = [layer for layer in model.layers if "bn" in layer.name and hasattr(layer, "synchronized")]
+    norms = [layer for layer in model.layers
+             if "bn" in layer.name and hasattr(layer, "synchronized")]
     assert norms and all(layer.synchronized for layer in norms)
     # An explicit recipe value wins.
     recipe.model.synchronized_bn = False
-    assert model_config(recipe, 7, 0, replicas=2)["synchronized_bn"] is False
+    assert network_config(recipe, 7, 0, replicas=2)["model"]["synchronized_bn"] is False

@@ -45,7 +45,7 @@ runs:
   - name: lb
     recipe: lb.yaml
     label: Li & Bilen
-    set: ["objective.feature_teachers={{depth: ${{run:single}}}}"]
+    set: ["objective.experts={{depth: ${{run:single}}}}"]
 """
 
 
@@ -54,8 +54,8 @@ def write_recipes(folder):
     recipes = {
         "single": "objective: {name: teacher_only}",
         "sd": "objective: {name: separate}",
-        "b3": "objective: {name: separate, frozen_teacher: train}",
-        "lb": "objective: {name: separate, kd_weight: 0.0, feature_teachers: {depth: nowhere}}",
+        "b3": "objective: {name: separate, stage1_network: train}",
+        "lb": "objective: {name: separate, kd_weight: 0.0, experts: {depth: nowhere}}",
     }
     for name, body in recipes.items():
         (folder / f"{name}.yaml").write_text(f"base: base.yaml\n{body}\n")
@@ -97,8 +97,8 @@ def test_tiny_plan_writes_table_csv_and_figure(finished_plan):
     assert (out / "results.md").read_text().split("\n", 2)[2] == table.split("\n", 2)[2]
 
 
-def test_baseline3_stage2_leaves_the_frozen_teacher_unchanged(finished_plan):
-    from keras_sdmtcnn.models.saving import load_model
+def test_baseline3_stage2_leaves_the_stage1_network_unchanged(finished_plan):
+    from keras_sdmtcnn.training.saving import load_model
 
     folder, _, _ = finished_plan
     run = folder / "out" / "b3" / "seed-0"
@@ -262,14 +262,14 @@ def test_a_plan_whose_feature_teacher_trains_other_tasks_fails_before_training(t
     plan = tmp_path / "plan.yaml"
     plan.write_text(
         f"out_dir: {tmp_path / 'out'}\nruns:\n  - recipe: two.yaml\n  - recipe: lb.yaml\n"
-        '    set: ["objective.feature_teachers={depth: ${run:two}}"]\n')
+        '    set: ["objective.experts={depth: ${run:two}}"]\n')
     loaded = plans.load_plan(str(plan))
     with pytest.raises(UserError, match=r"trained on tasks \['semantic', 'depth'\], not on "
                                         r"\[depth\] alone"):
         experiments.resolve_recipes(loaded)
     plan.write_text(
         f"out_dir: {tmp_path / 'out'}\nruns:\n  - recipe: lb.yaml\n"
-        '    set: ["objective.feature_teachers={depth: ${run:single}}"]\n  - recipe: single.yaml\n')
+        '    set: ["objective.experts={depth: ${run:single}}"]\n  - recipe: single.yaml\n')
     with pytest.raises(UserError, match=r"must name a run listed before it"):
         experiments.resolve_recipes(plans.load_plan(str(plan)))
     assert not (tmp_path / "out").exists()
@@ -280,7 +280,7 @@ def test_feature_distillation_recipe_with_bad_teachers_fails_before_training(tmp
     recipe = str(tmp_path / "lb.yaml")
     result = run_command("fit", recipe, "--run-dir", str(tmp_path / "run"))
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "objective.feature_teachers.depth: the teacher run nowhere does not exist" in \
+    assert "objective.experts.depth: the run nowhere does not exist" in \
         result.stderr
     # A finished teacher at another input size.
     teacher = tmp_path / "teacher"
@@ -290,7 +290,7 @@ def test_feature_distillation_recipe_with_bad_teachers_fails_before_training(tmp
     (teacher / "recipe.yaml").write_text(
         "data: {tasks: [depth], image_size: [64, 64]}\n")
     result = run_command("fit", recipe, "--run-dir", str(tmp_path / "run"),
-                         "--set", f"objective.feature_teachers={{depth: {teacher}}}")
+                         "--set", f"objective.experts={{depth: {teacher}}}")
     assert "was trained with data.image_size [64, 64], this recipe has [32, 32]" in result.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
 

@@ -53,7 +53,7 @@ cli.run(fit.main_in_this_process, sys.argv[1:])
 
 
 def _weights(run_dir):
-    from keras_sdmtcnn.models.saving import load_model
+    from keras_sdmtcnn.training.saving import load_model
 
     return load_model(os.path.join(run_dir, "model.keras"), compile=False).get_weights()
 
