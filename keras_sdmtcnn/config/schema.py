@@ -202,9 +202,13 @@ class ModelConfig:
     bottleneck_filters: int = 1024
     student_filters: list = dataclasses.field(default_factory=lambda: [128, 64, 32, 16])
     synchronized_bn: bool | None = None  # default: on when there is more than one replica
+    # Keras' convention (PyTorch's 0.1 is Keras' 0.9, as in the MTAN code lineage).
+    bn_momentum: float = 0.9
 
     def check(self, recipe=None):
         _choice("model.decoder", self.decoder, DECODERS)
+        if not 0 <= self.bn_momentum < 1:
+            raise UserError(f"model.bn_momentum must be in [0, 1), got {self.bn_momentum}.")
         for key in ("encoder_filters", "encoder_depths", "student_filters"):
             values = getattr(self, key)
             if not values or not all(_is_int(v) and v >= 1 for v in values):

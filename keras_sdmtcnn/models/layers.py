@@ -18,10 +18,6 @@ from keras import layers, ops
 from keras_sdmtcnn import PACKAGE
 from keras_sdmtcnn.models.kernels import FusedBatchNormalization, MatmulGradConv2D
 
-# PyTorch's default BatchNorm momentum (0.1 there, 0.9 in Keras' convention),
-# as in the MTAN/SD-MTCNN code lineage; Keras' 0.99 leaves the moving
-# statistics far from the data for the first few hundred steps.
-BN_MOMENTUM = 0.9
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PoolingMask(layers.Layer):
@@ -140,10 +136,14 @@ def _interleave_rows(a, b):
 
 
 def batch_norm(x, name, config):
-    """The BatchNorm of every block: momentum :data:`BN_MOMENTUM`, synchronised as ``config``
-    says."""
+    """The BatchNorm of every block, with ``config``'s momentum and synchronisation.
+
+    The default momentum, 0.9, is PyTorch's default (0.1 there) as in the
+    MTAN/SD-MTCNN code lineage; Keras' 0.99 leaves the moving statistics far
+    from the data for the first few hundred steps.
+    """
     return FusedBatchNormalization(
-        momentum=BN_MOMENTUM, synchronized=bool(config.synchronized_bn), name=name)(x)
+        momentum=config.bn_momentum, synchronized=bool(config.synchronized_bn), name=name)(x)
 
 
 def conv_bn_relu(x, filters, name, config, kernel_size=3):
