@@ -62,7 +62,9 @@ def _trained(width, steps):
 
 
 # (The Teacher's conversion is checked by every export test: tests/deploy/test_export.py.)
-@pytest.mark.parametrize("width,steps,branch", [(1 / 16, 8, "student"), (1 / 8, 25, "student")])
+# The wider, longer-trained case is opt-in (-m slow): the first covers the rule.
+@pytest.mark.parametrize("width,steps,branch", [
+    (1 / 16, 8, "student"), pytest.param(1 / 8, 25, "student", marks=pytest.mark.slow)])
 def test_a_correct_float32_conversion_passes_at_every_size(width, steps, branch, tmp_path):
     model = _trained(width, steps)
     runtime, serve, tasks, nudged = _converted(model, branch, tmp_path)

@@ -1,4 +1,4 @@
-"""Distribution strategies, mixed precision and the speed switches (resume: test_resume.py)."""
+"""Distribution strategies (resume: test_resume.py; precision: test_precision.py)."""
 
 import json
 import os
@@ -68,7 +68,9 @@ def _python(code, *args, env=None, timeout=300):
                                **(env or {})})
 
 
-@pytest.mark.parametrize("objective,kernels", [("separate", "fused"), ("ensemble", "sgd")])
+# The second case (the ensemble objective, plain SGD) is opt-in: the first covers the strategy.
+@pytest.mark.parametrize("objective,kernels", [
+    ("separate", "fused"), pytest.param("ensemble", "sgd", marks=pytest.mark.slow)])
 def test_mirrored_step_on_two_cpus_equals_the_single_device_step(objective, kernels):
     # "fused" (the default path): the fused Adam kernel updates each
     # replica's copy inside strategy.update(), and every 3x3 conv takes its
@@ -134,6 +136,9 @@ def _two_workers(tmp_path, **env_extra):
     return np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
 
 
+# Opt-in: tests/workflows/test_multi_worker.py checks the same through the fit command
+# (float32, within 1e-6 of one process); this one holds the float64 step to 1e-9.
+@pytest.mark.slow
 def test_two_workers_agree_with_each_other_and_with_one_process(tmp_path):
     # Two workers on localhost, each taking half of every global batch of 4,
     # must end bitwise equal (the all-reduce guarantees that much) and equal
@@ -156,129 +161,6 @@ def test_two_workers_agree_with_each_other_and_with_one_process(tmp_path):
     assert a["arr_0"].dtype == np.float64
     worst = max(float(np.abs(a[key] - one[key]).max()) for key in a.files)
     assert worst < 1e-9, worst
-
-
-@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
-def test_mixed_precision_keeps_outputs_and_losses_float32(policy):
-    import keras
-    from conftest import TASKS3, random_batch, tiny_model
-
-    from keras_sdmtcnn.training.objectives import SeparateObjective
-    from keras_sdmtcnn.training.optimizers import FusedAdam
-
-    keras.mixed_precision.set_dtype_policy(policy)
-    try:
-        model = tiny_model()
-        optimizer = FusedAdam(1e-3)  # fit's Adam (the fused update on float32 master weights)
-        if policy == "mixed_float16":  # a small first loss scale: fewer skipped steps
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=8.0)
-        model.compile(optimizer, SeparateObjective())
-        x, y = random_batch(TASKS3, num_classes=5)
-        compute = policy.split("_")[1]
-        assert model.get_layer("encoder1_conv1_conv").compute_dtype == compute
-        out = model(x)
-        assert {str(v.dtype) for v in out.values()} == {"<dtype: 'float32'>"} or all(
-            "float32" in str(v.dtype) for v in out.values())
-        before = [w.numpy().copy() for w in model.trainable_weights]
-        for _ in range(24):  # float16's dynamic loss scale skips steps until it fits
-            logs = model.train_on_batch(x, y, return_dict=True)
-            if int(model.optimizer.iterations.numpy()) > 0:
-                break
-        assert np.isfinite(logs["loss"])
-        # The steps updated the float32 master weights (float16 with loss scaling).
-        assert all(w.dtype == "float32" for w in model.trainable_weights)
-        assert any(not np.array_equal(a, w.numpy())
-                   for a, w in zip(before, model.trainable_weights))
-        if policy == "mixed_float16":
-            assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
-
-
-def test_xla_trains_the_demo_model_and_matches_the_graph_step(tmp_path):
-    # speed.xla: the train step is XLA-compiled (the fused BatchNorm kernel
-    # off, the evaluation step a plain graph); one step from the same weights
-    # gives the same loss as without XLA.
-    import keras
-    from conftest import random_batch
-
-    from keras_sdmtcnn.config import recipe_from_dict
-    from keras_sdmtcnn.process.settings import KERNELS as ENABLED
-    from keras_sdmtcnn.training.builders import compiled_model
-
-    recipe = recipe_from_dict({
-        "data": {"tasks": ["semantic", "depth", "normal"], "image_size": [32, 32]},
-        "model": {"width_multiplier": 0.0625, "bottleneck_filters": 64,
-                  "encoder_depths": [1, 1, 1, 1]},
-        "speed": {"xla": True},
-    })
-    x, y = random_batch(["semantic", "depth", "normal"], num_classes=7, ignore_label=0)
-    keras.utils.set_random_seed(0)
-    model = compiled_model(recipe, 7, 0)
-    assert model.jit_compile and not ENABLED["fused_batchnorm"]
-    start = model.get_weights()
-    xla_logs = model.train_on_batch(x, y, return_dict=True)
-    evaluation = model.evaluate(x, y, return_dict=True, verbose=0)
-    assert np.isfinite(evaluation["depth_teacher_abs_err"])
-    plain = compiled_model(recipe_from_dict(_plain(recipe)), 7, 0)
-    assert not plain.jit_compile and ENABLED["fused_batchnorm"]
-    plain.set_weights(start)
-    plain_logs = plain.train_on_batch(x, y, return_dict=True)
-    assert xla_logs["loss"] == pytest.approx(plain_logs["loss"], rel=1e-4)
-
-
-def test_speed_grappler_switches_tensorflows_graph_optimizer():
-    import dataclasses
-
-    import tensorflow as tf
-
-    from keras_sdmtcnn.config.schema import SpeedConfig
-    from keras_sdmtcnn.process.settings import apply_speed
-
-    class Model:
-        jit_compile = False
-
-    try:
-        apply_speed(Model(), SpeedConfig())  # the default: off
-        assert tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"]
-        apply_speed(Model(), dataclasses.replace(SpeedConfig(), grappler=True))
-        assert not tf.config.optimizer.get_experimental_options().get(
-            "disable_meta_optimizer", False)
-    finally:
-        apply_speed(Model(), SpeedConfig())
-
-
-def test_threads_per_op_one_for_small_steps_and_kept_once_tensorflow_runs(capsys):
-    # speed.intra_op_threads: automatic is 1 for the demo's step and
-    # TensorFlow's choice at the paper's size; TensorFlow takes the setting
-    # only before its first op, so here (it has run) the process keeps its
-    # number, and only an explicit request says that it does not apply.
-    import tensorflow as tf
-
-    from keras_sdmtcnn.config import load_recipe
-    from keras_sdmtcnn.process.settings import SMALL_STEP_WORK, configure_process, step_work
-
-    demo = load_recipe(os.path.join(REPO, "recipes", "synthetic.yaml"))
-    paper = load_recipe(os.path.join(REPO, "recipes", "nyuv2.yaml"), ["data.root=/d"])
-    assert step_work(demo) == 8 * 48 * 64 / 64 <= SMALL_STEP_WORK
-    assert step_work(paper) == 2 * 288 * 384 > SMALL_STEP_WORK
-    tf.constant(1.0) + 1.0  # TensorFlow runs
-    current = tf.config.threading.get_intra_op_parallelism_threads()
-    assert configure_process(paper) == current
-    assert capsys.readouterr().err == ""
-    paper.speed.intra_op_threads = current + 1
-    assert configure_process(paper) == current
-    note = capsys.readouterr().err
-    assert note.startswith(f"note: speed.intra_op_threads: {current + 1} does not apply")
-    assert tf.config.threading.get_intra_op_parallelism_threads() == current
-
-
-def _plain(recipe):
-    from keras_sdmtcnn.config import recipe_to_dict
-
-    values = recipe_to_dict(recipe)
-    values["speed"] = {"xla": False}
-    return values
 
 
 def test_batchnorm_is_synchronised_by_default_with_several_replicas():
