@@ -335,6 +335,9 @@ class ObjectiveConfig:
         _at_least("objective.adaptor_weight_decay", self.adaptor_weight_decay, 0)
 
 
+PRECISIONS = ("auto", "none", "mixed_float16", "mixed_bfloat16")
+
+
 @dataclasses.dataclass
 class TrainingConfig:
     epochs: int = 200
@@ -349,7 +352,10 @@ class TrainingConfig:
     # start, to finish) before it stops with an error naming them.
     peer_timeout: float = 300.0
     cpu_replicas: int = 1  # split the CPU into N logical devices (MirroredStrategy on CPU)
-    mixed_precision: str = "none"  # none | mixed_float16 | mixed_bfloat16
+    # auto: mixed_bfloat16 on a CPU with native bfloat16 for a large enough
+    # step, else float32 (process/settings.py, choose_precision) | none
+    # (float32) | mixed_float16 | mixed_bfloat16
+    mixed_precision: str = "auto"
     steps_per_epoch: int | None = None  # default: the whole training split
     validation_steps: int | None = None  # default: the whole validation split
 
@@ -358,7 +364,7 @@ class TrainingConfig:
         _choice("training.distribute", self.distribute,
                 ("auto", "none", "mirrored", "multi_worker"))
         _choice("training.mixed_precision", self.mixed_precision,
-                ("none", "mixed_float16", "mixed_bfloat16"))
+                PRECISIONS)
         _at_least("training.epochs", self.epochs, 1)
         _at_least("training.batch_size", self.batch_size, 1)
         _above("training.learning_rate", self.learning_rate)

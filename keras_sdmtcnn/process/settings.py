@@ -12,6 +12,9 @@ Each speed switch applies only on the devices where it was measured to help
 - ``speed.matmul_conv_grad``: the matrix-product kernel gradient, on CPUs only.
 - ``speed.intra_op_threads``: ``null`` is one thread per op for small
   steps on CPUs, else TensorFlow's choice.
+- ``training.mixed_precision``: ``auto`` is ``mixed_bfloat16`` on a CPU
+  with native bfloat16 instructions and a step large enough to gain, else
+  float32 (:func:`choose_precision`).
 
 :data:`KERNELS` holds the kernel switches that ``models/kernels.py`` reads
 when a graph is traced. :func:`in_effect` says what a process runs with
@@ -19,6 +22,8 @@ when a graph is traced. :func:`in_effect` says what a process runs with
 """
 
 import sys
+
+from keras_sdmtcnn.errors import UserError
 
 # Which speed kernels apply (read by models/kernels.py when a graph is
 # traced). Switched off, a layer computes exactly as its Keras parent, so
@@ -128,18 +133,88 @@ def apply_speed(model, speed):
     _IN_EFFECT["xla"] = bool(speed.xla)
 
 
-def configure_numerics(training):
-    """Op determinism and the Keras dtype policy of ``training`` (before the model is built)."""
+# CPU flags (Linux's /proc/cpuinfo) that mean native bfloat16 arithmetic:
+# AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake and later), AMX
+# (Intel Sapphire Rapids and later), and Arm's BF16 extension.
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def native_bf16():
+    """Whether this machine's CPU has bfloat16 instructions (:data:`BF16_CPU_FLAGS`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return bool(set(value.split()) & set(BF16_CPU_FLAGS))
+    except OSError:  # not Linux: no way to tell, so no claim
+        pass
+    return False
+
+
+def choose_precision(recipe, started_with=None):
+    """``(policy, why)``: the Keras dtype policy a training runs with, and the reason.
+
+    ``training.mixed_precision``: ``auto`` is ``mixed_bfloat16`` on a machine
+    without a GPU whose CPU has native bfloat16 (:func:`native_bf16`), for
+    a step larger than :data:`SMALL_STEP_WORK` (the demo's step gains
+    nothing; the paper's size is 2.6-3.0x faster, docs/benchmarks.md), and
+    float32 everywhere else, GPUs included (``mixed_float16`` or
+    ``mixed_bfloat16`` there are an explicit choice). ``none`` is Keras'
+    float type. ``started_with``: the policy of the run being resumed;
+    ``auto`` keeps it, and any other choice must match it (a run does not
+    change its numerics halfway).
+    """
+    import keras
+
+    wanted = recipe.training.mixed_precision
+    if wanted == "auto" and started_with:
+        policy, why = started_with, "the precision this run started with"
+    elif wanted == "auto":
+        policy, why = _automatic_precision(recipe)
+    else:
+        policy = keras.config.floatx() if wanted == "none" else wanted
+        why = f"training.mixed_precision: {wanted}"
+    if started_with and policy != started_with:
+        raise UserError(
+            f"This run was trained in {started_with}; training.mixed_precision: {wanted} "
+            f"would resume it in {policy}. Resume it with training.mixed_precision: auto (or "
+            f"{started_with}), or start it afresh with --overwrite.")
+    if policy == "mixed_bfloat16" and not native_bf16() and not has_gpu():
+        print("warning: this CPU has no native bfloat16 instructions, so mixed_bfloat16 "
+              "runs emulated and slower than float32 here; training.mixed_precision: auto "
+              "picks float32 on such machines.", file=sys.stderr)
+    return policy, why
+
+
+def _automatic_precision(recipe):
+    if has_gpu():
+        return "float32", "auto: float32 on GPUs"
+    if not native_bf16():
+        return "float32", "auto: this CPU has no native bfloat16"
+    if step_work(recipe) <= SMALL_STEP_WORK:
+        return "float32", "auto: this step is too small for bfloat16 to gain"
+    return "mixed_bfloat16", "auto: native bfloat16 on this CPU"
+
+
+def configure_numerics(training, policy=None):
+    """Op determinism and the Keras dtype policy (before the model is built).
+
+    ``policy``: from :func:`choose_precision`; ``None`` is the explicit
+    ``training.mixed_precision`` (``auto`` and ``none``: Keras' float type).
+    """
     import keras
     import tensorflow as tf
 
     if training.deterministic:
         tf.config.experimental.enable_op_determinism()
-    # "none": Keras' float type (float32 unless keras.json says otherwise).
-    policy = keras.config.floatx() if training.mixed_precision == "none" else (
-        training.mixed_precision)
+    if policy is None:
+        policy = training.mixed_precision
+        if policy in ("auto", "none"):
+            policy = keras.config.floatx()
     keras.mixed_precision.set_dtype_policy(policy)
     _IN_EFFECT.update(deterministic=bool(training.deterministic), precision=policy)
+    return policy
 
 
 def in_effect():

@@ -53,6 +53,50 @@ def load_model(path, compile=True):
             "train it again.") from None
 
 
+def compute_policy(model):
+    """The dtype policy ``model``'s convolutions compute in: its run's precision."""
+    import keras
+
+    queue = [model]
+    while queue:
+        layer = queue.pop(0)
+        if isinstance(layer, keras.layers.Conv2D):
+            return layer.dtype_policy.name
+        queue.extend(getattr(layer, "layers", []))
+    return "float32"
+
+
+def in_float32(model):
+    """``model`` rebuilt with every layer computing in float32, with its weights.
+
+    A model trained under a mixed-precision policy keeps float32 master
+    weights, so the copy computes what the model would in float32 (how
+    exports are made and checked). A model that is float32 already is
+    returned as it is.
+    """
+    import keras
+
+    if compute_policy(model) == "float32":
+        return model
+
+    def float32(value):  # every layer's policy, and the trainer's (MultiTaskTrainer)
+        if isinstance(value, dict):
+            if value.get("class_name") == "DTypePolicy" and isinstance(
+                    value.get("config"), dict) and "name" in value["config"]:
+                return {**value, "config": {**value["config"], "name": "float32"}}
+            return {k: "float32" if k == "dtype_policy" and isinstance(v, str) else float32(v)
+                    for k, v in value.items()}
+        if isinstance(value, list):
+            return [float32(v) for v in value]
+        return value
+
+    register_all()
+    config = float32(keras.saving.serialize_keras_object(model))
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
 def load_model_config(path):
     """``(trained trainer, its network's config)`` of a finished SD-MTCNN run's model."""
     from keras_sdmtcnn.training.methods import SelfDistillation

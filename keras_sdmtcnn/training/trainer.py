@@ -29,6 +29,8 @@ share times the number of replicas, so their (summed) values are the
 global-batch values.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -38,7 +40,20 @@ from keras_sdmtcnn.tasks import output_name
 from keras_sdmtcnn.training.methods import SelfDistillation, method_config, method_from_config
 from keras_sdmtcnn.training.metrics import make_task_metric
 from keras_sdmtcnn.training.objectives import Objective
+from keras_sdmtcnn.training.saving import compute_policy
 from keras_sdmtcnn.training.terms import add_up
+
+
+@contextlib.contextmanager
+def _global_policy(name):
+    """Keras' global dtype policy set to ``name`` (``None``: unchanged) for a block."""
+    previous = keras.config.dtype_policy()
+    if name is not None:
+        keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -51,6 +66,10 @@ class MultiTaskTrainer(keras.Model):
             which is SD-MTCNN's self-distillation.
         terms: loss terms of your own (``terms.Term``), added to the
             method's and the objective's: a new distillation method.
+        dtype_policy: the Keras dtype policy a saved method's networks are
+            rebuilt in (``"mixed_bfloat16"``, ...; default: the global
+            policy). Saved with the model, so a loaded model computes as it
+            was trained.
 
     Example:
         >>> network = SDMTCNN(["semantic", "depth"], num_classes=13, image_size=(64, 64))
@@ -59,13 +78,15 @@ class MultiTaskTrainer(keras.Model):
         >>> trainer.fit(train_ds, validation_data=val_ds, epochs=200)
     """
 
-    def __init__(self, method, terms=(), **kwargs):
-        if isinstance(method, dict):
-            method = (method_from_config(method) if "kind" in method
-                      else SelfDistillation(method))
-        image, outputs = method.compose()
+    def __init__(self, method, terms=(), dtype_policy=None, **kwargs):
+        with _global_policy(dtype_policy):
+            if isinstance(method, dict):
+                method = (method_from_config(method) if "kind" in method
+                          else SelfDistillation(method))
+            image, outputs = method.compose()
         super().__init__(inputs=image, outputs=outputs, **kwargs)
         self.method = method
+        self.dtype_policy_name = compute_policy(self)
         network = method.network_config
         self.tasks = tuple(network["tasks"])
         self.num_classes = int(network.get("num_classes", 13))
@@ -85,7 +106,7 @@ class MultiTaskTrainer(keras.Model):
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable,
-                "method": method_config(self.method),
+                "method": method_config(self.method), "dtype_policy": self.dtype_policy_name,
                 "terms": [keras.saving.serialize_keras_object(t) for t in self.own_terms]}
 
     @classmethod
@@ -148,6 +169,8 @@ class MultiTaskTrainer(keras.Model):
     def optimizer_settings(self):
         """``{layer name: learning rate}`` of the layers whose term gives them their own."""
         rates = {}
+        # _flatten_layers: Keras' walk over a layer's own sublayers (internal,
+        # pinned to Keras 3.15; a Layer has no public list of them).
         for term in getattr(self, "terms", self.method_terms):
             if term.learning_rate is not None:
                 rates.update({layer.name: term.learning_rate

@@ -24,6 +24,10 @@ writes JSON plus a readable table:
   another's heap): XLA (``jit_compile=True``), and glibc's allocator told
   not to return freed memory to the OS (``MALLOC_MMAP_MAX_=0
   MALLOC_TRIM_THRESHOLD_=...``);
+- the ``separate`` step and the first train step in float32 and in
+  ``mixed_bfloat16``, each in a fresh process, with GFLOP/s for each, and
+  the precision ``training.mixed_precision: auto`` picks on this machine
+  (everything else is measured in that precision);
 - the machine: CPU model, cores, TensorFlow and Keras versions.
 
 Timings are never asserted in tests: they belong to the machine they were
@@ -42,6 +46,7 @@ import numpy as np
 
 from keras_sdmtcnn.deploy.runtime import median_seconds
 from keras_sdmtcnn.errors import UserError
+from keras_sdmtcnn.process.settings import configure_process
 from keras_sdmtcnn.runs.machine import machine
 
 REFERENCE_CONV_FLOPS = 2 * 36 * 48 * 512 * 512 * 9
@@ -161,14 +166,58 @@ def first_steps(recipe, steps=3):
 
 
 def train_step_only(recipe_path, overrides=(), steps=3, jit_compile=False):
-    """``{"seconds": ...}`` of the ``separate`` train step (``--train-step-only``)."""
+    """The ``separate`` train step (``--train-step-only``), in the recipe's precision.
+
+    ``{"seconds": steady step, "first_step_seconds", "gflops": 3 x forward
+    FLOPs x batch / step, "precision": the policy it ran in}``.
+    """
     from keras_sdmtcnn.config import load_recipe
-    from keras_sdmtcnn.process.settings import configure_process
+    from keras_sdmtcnn.models.size import model_size
 
     recipe = load_recipe(recipe_path, overrides)
-    configure_process(recipe)
+    policy = _configure(recipe)
     model, batch, _ = _model_and_batch(recipe)
-    return {"seconds": _step_seconds(model, recipe, batch, "separate", steps, jit_compile)}
+    _compile(model, recipe, "separate", jit_compile)
+    started = time.perf_counter()
+    model.train_on_batch(*batch)
+    first = time.perf_counter() - started
+    seconds = median_seconds(lambda: model.train_on_batch(*batch), steps, warmup=0)
+    flops = model_size(model)["full"]["flops"] * int(batch[0].shape[0])
+    return {"seconds": seconds, "first_step_seconds": first, "precision": policy,
+            "gflops": 3 * flops / seconds / 1e9}
+
+
+def _configure(recipe):
+    """Threads per op and the dtype policy, as ``fit`` sets them; returns the policy."""
+    from keras_sdmtcnn.process.settings import choose_precision, configure_numerics
+
+    configure_process(recipe)
+    return configure_numerics(recipe.training, choose_precision(recipe)[0])
+
+
+# The precisions bench compares, in fresh processes (``--set`` values).
+COMPARED_PRECISIONS = ("none", "mixed_bfloat16")
+
+
+def precision_figures(recipe, recipe_path, sets, steps, say):
+    """The ``separate`` step and first step in float32 and in bfloat16, and auto's pick."""
+    from keras_sdmtcnn.process.settings import choose_precision, native_bf16
+
+    say("float32 and bfloat16 train steps, each in a fresh process ...")
+    out = {"auto_picks": list(choose_precision(recipe)), "native_bf16": native_bf16()}
+    for name in COMPARED_PRECISIONS:
+        out[name] = _fresh_process("keras_sdmtcnn.bench", [
+            "--recipe", recipe_path, *sets, f"--set=training.mixed_precision={name}",
+            "--steps", str(steps), "--train-step-only"])
+    f32, bf16 = out["none"], out["mixed_bfloat16"]
+    out["speed_up"] = f32["seconds"] / bf16["seconds"]
+    out["first_step_share"] = bf16["first_step_seconds"] / f32["first_step_seconds"]
+    say(f"separate step: float32 {f32['seconds']:.3f} s ({f32['gflops']:.0f} GFLOP/s), "
+        f"bfloat16 {bf16['seconds']:.3f} s ({bf16['gflops']:.0f} GFLOP/s): "
+        f"{out['speed_up']:.2f}x; first step {f32['first_step_seconds']:.1f} / "
+        f"{bf16['first_step_seconds']:.1f} s; auto picks {out['auto_picks'][0]} "
+        f"({out['auto_picks'][1]})")
+    return out
 
 
 def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "int8"),
@@ -177,10 +226,11 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     XLA and allocator comparisons (three more processes, each building the model)."""
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.datasets import pipeline_throughput
-    from keras_sdmtcnn.process.settings import configure_process, in_effect
+    from keras_sdmtcnn.process.settings import in_effect
 
     recipe = load_recipe(recipe_path, overrides)
-    threads_per_op = configure_process(recipe)  # as fit would, before any op runs
+    _configure(recipe)  # as fit would, before any op runs
+    threads_per_op = in_effect()["intra_op_threads"]
 
     def say(text):
         if verbose:
@@ -192,7 +242,7 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     # First what runs in fresh processes, while this one holds no model: a
     # paper-size Teacher conversion and an XLA compilation each need many GB,
     # and the allocator comparison needs processes with their own heaps.
-    _fresh_process_figures(out, recipe_path, [f"--set={o}" for o in overrides], steps,
+    _fresh_process_figures(out, recipe, recipe_path, [f"--set={o}" for o in overrides], steps,
                            quantizations, latency_runs, compare_options, verbose, say)
     say("start-up: time to the first train and evaluation steps ...")
     out["start_up"] = first_steps(recipe, steps)
@@ -212,9 +262,10 @@ def bench(recipe_path, overrides=(), steps=3, quantizations=("none", "fp16", "in
     return out
 
 
-def _fresh_process_figures(out, recipe_path, sets, steps, quantizations, latency_runs,
+def _fresh_process_figures(out, recipe, recipe_path, sets, steps, quantizations, latency_runs,
                            compare_options, verbose, say):
-    """Latency of every runtime; the allocator and XLA against the default step."""
+    """Latency of every runtime; float32 against bfloat16; the allocator and XLA against
+    the default step."""
     say("latency of every runtime (fresh process) ...")
     out["latency"] = _fresh_process(
         "keras_sdmtcnn.latency", ["--recipe", recipe_path, *sets, "--runs", str(latency_runs),
@@ -222,6 +273,7 @@ def _fresh_process_figures(out, recipe_path, sets, steps, quantizations, latency
         verbose=verbose)
     if not compare_options:
         return
+    out["precision"] = precision_figures(recipe, recipe_path, sets, steps, say)
     step = ["--recipe", recipe_path, *sets, "--steps", str(steps), "--train-step-only"]
     default = _fresh_process("keras_sdmtcnn.bench", step)["seconds"]
     no_trim = _fresh_process("keras_sdmtcnn.bench", step, NO_TRIM_ALLOCATOR)["seconds"]
@@ -302,6 +354,19 @@ def table(result):
         ("input pipeline alone", f"{result['input_pipeline_samples_per_s']:.1f} samples/s"),
         ("peak memory (max RSS)", f"{result['peak_memory_mb']:.0f} MB"),
     ]
+    if "precision" in result:
+        precision = result["precision"]
+        f32, bf16 = precision["none"], precision["mixed_bfloat16"]
+        rows += [
+            ("`separate` step, fresh process: float32 / mixed_bfloat16",
+             f"{f32['seconds']:.3f} / {bf16['seconds']:.3f} s ({precision['speed_up']:.2f}x; "
+             f"{f32['gflops']:.0f} / {bf16['gflops']:.0f} GFLOP/s)"),
+            ("first train step, fresh process: float32 / mixed_bfloat16",
+             f"{f32['first_step_seconds']:.1f} / {bf16['first_step_seconds']:.1f} s "
+             f"({precision['first_step_share']:.0%})"),
+            ("`training.mixed_precision: auto` picks",
+             f"{precision['auto_picks'][0]} ({precision['auto_picks'][1]})"),
+        ]
     if "xla" in result:
         rows += [
             ("XLA `separate` step", f"{result['xla']['separate_seconds']:.3f} s "

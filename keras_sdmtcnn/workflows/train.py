@@ -21,6 +21,7 @@ import time
 
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.process.cluster import read_cluster
+from keras_sdmtcnn.process.settings import choose_precision
 from keras_sdmtcnn.runs.pretrained import check_pretrained
 from keras_sdmtcnn.runs.rundir import COMPLETE, FAILED, RUNNING, RunDir, atomic_save_model
 
@@ -56,6 +57,22 @@ def _resume_state(run_dir, recipe, overwrite):
     return state
 
 
+def started_precision(run_dir, state):
+    """The dtype policy the run being resumed (``state``) trained in, else ``None``.
+
+    ``run.json`` records it; a run started by 0.2 or earlier has only its
+    recipe's explicit ``training.mixed_precision`` (``none``: float32).
+    """
+    if state is None:
+        return None
+    recorded = run_dir.status().get("precision")
+    if recorded:
+        return recorded
+    training = (run_dir.recipe_dict() or {}).get("training") or {}
+    previous = training.get("mixed_precision", "none")
+    return "float32" if previous == "none" else previous if previous != "auto" else None
+
+
 # Sections that may change between a run's start and its resume: where
 # output goes and how fast steps run do not change what is trained.
 RESUMABLE_SECTIONS = ("output", "speed")
@@ -89,6 +106,8 @@ def recipe_changes(previous, current):
     changes = []
     for key in sorted(set(old) | set(new)):
         if key.split(".")[0] in RESUMABLE_SECTIONS or old.get(key) == new.get(key):
+            continue
+        if key == "training.mixed_precision":  # checked by the policy it resolves to
             continue
         changes.append(f"{key} was {old.get(key)!r}, now {new.get(key)!r}")
     return changes
@@ -173,7 +192,7 @@ def fit(recipe, run_dir=None, overwrite=False):
     if cluster is not None and not cluster.is_chief:
         print(f"{cluster.name()}: the chief, {cluster.chief_name}, writes the run directory; "
               "this worker writes nothing.")
-        model, history = job.run(None, None, overwrite)
+        model, history = job.run(None, None, overwrite)  # in the chief's precision
         return model, history, None
     note = f", {cluster.name()} of {cluster.identity()}" if cluster else ""
     try:
@@ -181,6 +200,7 @@ def fit(recipe, run_dir=None, overwrite=False):
             run_dir.remove_temporaries()
             # The cheap refusals (a finished run, a different recipe) before TensorFlow loads.
             state = _resume_state(run_dir, recipe, overwrite)
+            job.precision = choose_precision(recipe, started_precision(run_dir, state))
             check_pretrained(recipe)
             target = run_dir.staging() if overwrite and run_dir.has_run() else run_dir
             try:
@@ -210,6 +230,7 @@ class _Training:
     def __init__(self, recipe, cluster, strategy=None, stage=""):
         self.recipe, self.cluster, self.strategy, self.stage = recipe, cluster, strategy, stage
         self.threads_per_op = None
+        self.precision = None  # (policy, why) from choose_precision; a non-chief: the chief's
         self.agreed = False
 
     @property
@@ -222,13 +243,16 @@ class _Training:
         self.connect()
         pretrained = self.first_stage(run_dir, overwrite)
         verdict = self.agree({"initial_epoch": state["epoch"] if state else 0,
-                              "pretrained": pretrained})
+                              "pretrained": pretrained, "precision": self.precision})
         initial_epoch, pretrained = verdict["initial_epoch"], verdict["pretrained"]
+        self.precision = tuple(verdict["precision"])
         started = time.time()
+        precision = self.precision[0]
         if run_dir is not None:
             run_dir.remove_final_files()
             run_dir.save_recipe(recipe)
-            run_dir.write_status(RUNNING, started=started, seed=training.seed)
+            run_dir.write_status(RUNNING, started=started, seed=training.seed,
+                                 precision=precision)
         try:
             datasets, info = self.data(initial_epoch)
             model = self.model(info, state, initial_epoch, pretrained)
@@ -239,13 +263,14 @@ class _Training:
             e = self.explain(e)
             if run_dir is not None:
                 run_dir.write_status(FAILED, started=started, seed=training.seed,
-                                     error=f"{type(e).__name__}: {e}")
+                                     precision=precision, error=f"{type(e).__name__}: {e}")
             raise e from None
         self.finish()
         if run_dir is not None:
             run_dir.write_status(
                 COMPLETE, started=started, seconds=time.time() - started, seed=training.seed,
-                intra_op_threads=self.threads_per_op, epochs=len(recorder.history),
+                precision=precision, intra_op_threads=self.threads_per_op,
+                epochs=len(recorder.history),
                 final=recorder.history[-1] if recorder.history else {})
         if recipe.output.verbose:
             print(f"Done in {time.time() - started:.0f} s.")
@@ -285,7 +310,10 @@ class _Training:
             else:
                 with stage1.lock():
                     stage1.remove_temporaries()
-                    first.run(stage1, _resume_state(stage1, first.recipe, overwrite), overwrite)
+                    state = _resume_state(stage1, first.recipe, overwrite)
+                    first.precision = choose_precision(first.recipe,
+                                                       started_precision(stage1, state))
+                    first.run(stage1, state, overwrite)
             keras.backend.clear_session()
         if verbose and stage1 is not None:
             print(f"Stage 2 of 2: a Student from scratch, distilled from the frozen Teacher of "
@@ -320,7 +348,7 @@ class _Training:
         from keras_sdmtcnn.process.settings import configure_numerics
 
         keras.utils.set_random_seed(self.recipe.training.seed)
-        configure_numerics(self.recipe.training)
+        configure_numerics(self.recipe.training, self.precision[0])
         return build_datasets(self.recipe, verbose=bool(self.recipe.output.verbose),
                               initial_epoch=initial_epoch)
 
@@ -403,9 +431,10 @@ class _Training:
                  f"replacing the run in {run_dir.replaces} when complete" if run_dir.replaces
                  else f"resuming after epoch {initial_epoch} in {run_dir.path}" if initial_epoch
                  else f"run directory {run_dir.path}")
+        policy, why = self.precision
         print(f"Training {self.recipe.name}: {info.num_train} train / {info.num_val} val "
               f"samples from {info.root}; {model.count_params():,} parameters; "
-              f"{replicas} replica(s); {where}")
+              f"{replicas} replica(s); {policy} ({why}); {where}")
         for note in info.notes:
             print(f"  {note}")
 

@@ -32,6 +32,23 @@ def test_bench_compares_xla_and_the_allocator_in_fresh_processes(tmp_path):
     assert bench["allocator"]["default_seconds"] > 0 and bench["allocator"]["no_trim_seconds"] > 0
     assert bench["allocator"]["env"]["MALLOC_MMAP_MAX_"] == "0"
     assert "| XLA `separate` step |" in result.stdout
+    precision = bench["precision"]
+    assert precision["none"]["precision"] == "float32"
+    assert precision["mixed_bfloat16"]["precision"] == "mixed_bfloat16"
+    assert precision["auto_picks"][0] in ("float32", "mixed_bfloat16")
+    assert "| `separate` step, fresh process: float32 / mixed_bfloat16 |" in result.stdout
+    assert "| `training.mixed_precision: auto` picks |" in result.stdout
+
+
+def test_the_train_step_alone_runs_in_the_precision_asked_for(tmp_path):
+    out = tmp_path / "step.json"
+    result = run_command("bench", "--recipe", str(_tiny_recipe(tmp_path)), "--steps", "1",
+                         "--train-step-only", "--set", "training.mixed_precision=mixed_bfloat16",
+                         "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    step = json.loads(out.read_text())
+    assert step["precision"] == "mixed_bfloat16"
+    assert step["first_step_seconds"] > step["seconds"] > 0 and step["gflops"] > 0
 
 
 def test_bench_runs_on_a_tiny_recipe_and_writes_every_field(tmp_path):
