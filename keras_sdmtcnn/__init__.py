@@ -4,7 +4,7 @@ The README's layout tour says which folder owns what. Importing the package
 imports no TensorFlow.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # The package name under which every class that reaches a .keras file is
 # registered (keras.saving.register_keras_serializable).
@@ -27,7 +27,8 @@ _PUBLIC = {
     "TeacherOnlyObjective": "keras_sdmtcnn.training.objectives",
     "ImagePreprocessing": "keras_sdmtcnn.data.preprocessing",
     "load_model": "keras_sdmtcnn.training.saving",
-    "load_run": "keras_sdmtcnn.workflows.evaluate",
+    "load_run": "keras_sdmtcnn.workflows.notebook",
+    "Run": "keras_sdmtcnn.workflows.notebook",
     "load_recipe": "keras_sdmtcnn.config",
 }
 

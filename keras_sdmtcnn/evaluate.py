@@ -6,11 +6,8 @@ prints a table (↑ higher is better, ↓ lower is better) and writes it as
 exported ``.tflite``, ``.onnx`` or SavedModel folder and reports the same
 metrics for its branch (``workflows/evaluate.py``).
 
-In a notebook (``load_run`` is also importable from here, as before)::
-
-    from keras_sdmtcnn.workflows.evaluate import load_run
-    model, recipe, datasets = load_run("runs/synthetic")
-    results = model.evaluate(datasets["val"], return_dict=True)
+In a notebook: ``from keras_sdmtcnn import load_run`` (``workflows/notebook.py``;
+also importable from here, as before).
 """
 
 import argparse
@@ -19,8 +16,8 @@ from keras_sdmtcnn import cli
 
 
 def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
-    """``(model, recipe, {split: dataset})`` of a run (see ``workflows/evaluate.py``)."""
-    from keras_sdmtcnn.workflows.evaluate import load_run as load
+    """A :class:`~keras_sdmtcnn.workflows.notebook.Run` (``workflows/notebook.py``)."""
+    from keras_sdmtcnn.workflows.notebook import load_run as load
 
     return load(path, recipe_path, overrides, splits)
 
@@ -39,6 +36,10 @@ def build_parser(parser=None):
         help="pooled: pixels pooled over the split (default, LibMTL); mtan: depth and "
              "normal metrics as means of per-batch values, as MTAN's code (batch size: "
              "evaluation.batch_size, default training.batch_size)")
+    parser.add_argument(
+        "--runtime", choices=("interpreter", "compiled_model"),
+        help="for a .tflite file: LiteRT's Interpreter (default) or CompiledModel, the API "
+             "Android apps use with LiteRT 2.x (here on the CPU)")
     return parser
 
 
@@ -48,7 +49,7 @@ def run(args):
     overrides = list(args.set)
     if args.convention:
         overrides.append(f"evaluation.convention={args.convention}")
-    evaluate(args.path, args.recipe, overrides, args.out)
+    evaluate(args.path, args.recipe, overrides, args.out, runtime=args.runtime)
 
 
 def main(argv=None):

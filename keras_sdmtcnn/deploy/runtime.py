@@ -3,6 +3,11 @@
 :func:`load_exported` returns a :class:`ExportedModel` whose ``__call__``
 takes one ``(1, H, W, 3)`` image (the export's input dtype) and returns the
 dict of named outputs; its ``metadata`` is the export's ``metadata.json``.
+
+A ``.tflite`` file runs through one of LiteRT's two APIs (``runtime``):
+``interpreter`` (the ``Interpreter``, LiteRT 1.x's API, CPU only in 2.x) or
+``compiled_model`` (LiteRT 2.x's ``CompiledModel``, the API Android apps use
+for CPU, GPU and NPU; here on the CPU).
 """
 
 import os
@@ -14,6 +19,10 @@ from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.io import read_json, unreadable
 
 SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
+# LiteRT's APIs for a .tflite file (the first is the default).
+TFLITE_RUNTIMES = ("interpreter", "compiled_model")
+# The first ai-edge-litert with the CompiledModel API in Python.
+COMPILED_MODEL_WHEEL = "ai-edge-litert>=2.0"
 
 
 def export_format(path):
@@ -50,9 +59,16 @@ def _in_temporary_folder(path):
 class ExportedModel:
     """An exported file run by its own runtime; ``in_progress``: the export's own parity check."""
 
-    def __init__(self, path, threads=None, in_progress=False):
+    def __init__(self, path, threads=None, in_progress=False, runtime="interpreter"):
         self.path = path
         self.format = export_format(path)
+        if runtime not in TFLITE_RUNTIMES:
+            raise UserError(f"--runtime must be one of {', '.join(TFLITE_RUNTIMES)}, got "
+                            f"{runtime!r}.")
+        if runtime != "interpreter" and self.format != "tflite":
+            raise UserError(f"--runtime {runtime} runs .tflite files; {path} is "
+                            f"{self.format or 'not an exported model'}.")
+        self.runtime = runtime if self.format == "tflite" else self.format
         if self.format is None:
             raise UserError(
                 f"{path} is not an exported model (.tflite, .onnx or a SavedModel folder)."
@@ -71,7 +87,9 @@ class ExportedModel:
             raise unreadable(path, f"a {self.format} model", REEXPORT, e) from None
 
     def _load(self, path, threads):
-        if self.format == "tflite":
+        if self.runtime == "compiled_model":
+            self._load_compiled_model(path)
+        elif self.format == "tflite":
             try:
                 from ai_edge_litert.interpreter import Interpreter
             except ImportError:  # the TF-bundled interpreter is the same runtime
@@ -94,6 +112,34 @@ class ExportedModel:
             self._fn = loaded.signatures.get("serve") or next(iter(loaded.signatures.values()))
             self._loaded = loaded  # keep the variables alive
 
+    def _load_compiled_model(self, path):
+        try:
+            from ai_edge_litert.compiled_model import CompiledModel, HardwareAccelerator
+        except ImportError:
+            raise UserError(
+                "--runtime compiled_model needs LiteRT's CompiledModel API, which comes with "
+                f"{COMPILED_MODEL_WHEEL}: install it from the repository root with pip "
+                'install -e ".[export]".') from None
+        model = CompiledModel.from_file(path, hardware_accel=HardwareAccelerator.CPU)
+        key = next(iter(model.get_signature_list()))
+        signature = model.get_signature_list()[key]
+        self._compiled, self._key = model, key
+        self._inputs = {n: model.create_input_buffer_by_name(key, n) for n in signature["inputs"]}
+        self._outputs = {n: model.create_output_buffer_by_name(key, n)
+                         for n in signature["outputs"]}
+        self._output_details = model.get_output_tensor_details(key)
+
+    def _run_compiled_model(self, image):
+        (buffer,) = self._inputs.values()
+        buffer.write(np.ascontiguousarray(image))
+        self._compiled.run_by_name(self._key, self._inputs, self._outputs)
+        out = {}
+        for name, buffer in self._outputs.items():
+            shape = self._output_details[name]["shape"]
+            out[name] = buffer.read(int(np.prod(shape)), np.dtype(
+                self._output_details[name]["dtype"])).reshape(shape)
+        return out
+
     @property
     def input_dtype(self):
         return self.metadata["input"]["dtype"]
@@ -108,7 +154,9 @@ class ExportedModel:
             raise UserError(
                 f"{self.path} takes an image of shape {self.input_shape}, got {image.shape}."
             )
-        if self.format == "tflite":
+        if self.runtime == "compiled_model":
+            out = self._run_compiled_model(image)
+        elif self.format == "tflite":
             out = self._runner(image=image)
         elif self.format == "onnx":
             values = self._session.run(self.names, {self._input: image})
@@ -118,8 +166,9 @@ class ExportedModel:
         return {name: np.asarray(out[name]) for name in self.names}
 
 
-def load_exported(path, threads=None, in_progress=False):
-    return ExportedModel(path, threads, in_progress)
+def load_exported(path, threads=None, in_progress=False, runtime="interpreter"):
+    """The exported file at ``path``, ready to run (``runtime``: see the module docstring)."""
+    return ExportedModel(path, threads, in_progress, runtime)
 
 
 def median_seconds(fn, runs=10, warmup=2):

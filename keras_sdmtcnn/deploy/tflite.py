@@ -69,3 +69,39 @@ def tflite_ops(flat):
         Interpreter = tf.lite.Interpreter
     interpreter = Interpreter(model_content=flat)
     return {op["op_name"] for op in interpreter._get_ops_details()}
+
+
+def gpu_compatibility(flat):
+    """LiteRT's own analyzer on a ``.tflite`` flatbuffer: can the GPU delegate run every op?
+
+    ``{"compatible": bool, "incompatible_ops": [{"op", "reason"}], "analyzer"}``,
+    read from the report of LiteRT's model analyzer (the one behind
+    ``tf.lite.experimental.Analyzer.analyze(gpu_compatibility=True)``), which
+    marks each op the GPU delegate cannot take with ``GPU COMPATIBILITY
+    WARNING``. ``None`` when the analyzer is not installed.
+    """
+    try:
+        from ai_edge_litert import _pywrap_analyzer_wrapper as analyzer
+    except ImportError:
+        return None
+    report = analyzer.ModelAnalyzer(bytes(flat), False, True)
+    return parse_gpu_report(report)
+
+
+def parse_gpu_report(report):
+    """The GPU verdict of an analyzer ``report`` (:func:`gpu_compatibility`)."""
+    import re
+    from importlib.metadata import PackageNotFoundError, version
+
+    marker = "GPU COMPATIBILITY WARNING:"
+    ops = []
+    for line in report.splitlines():
+        found = re.search(r"Op#\d+ (\w+)\(", line)
+        if marker in line and found:
+            ops.append({"op": found.group(1), "reason": line.split(marker, 1)[1].strip()})
+    try:
+        wheel = f"ai-edge-litert {version('ai-edge-litert')}"
+    except PackageNotFoundError:
+        wheel = "ai-edge-litert"
+    return {"compatible": not ops and marker not in report, "incompatible_ops": ops,
+            "analyzer": f"LiteRT model analyzer ({wheel})"}

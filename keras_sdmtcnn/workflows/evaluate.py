@@ -9,11 +9,7 @@ prints a table (rows Teacher and Student, columns the task metrics with ↑
 for higher-is-better and ↓ for lower-is-better) and writes it as
 ``evaluation.json`` and ``evaluation.md`` beside the model.
 
-In a notebook::
-
-    from keras_sdmtcnn.workflows.evaluate import load_run
-    model, recipe, datasets = load_run("runs/synthetic")
-    results = model.evaluate(datasets["val"], return_dict=True)
+In Python, :func:`keras_sdmtcnn.load_run` (``workflows/notebook.py``).
 """
 
 import os
@@ -21,57 +17,18 @@ import os
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs.rundir import RunDir
 
-SPLITS = ("train", "val")
+# load_run and check_image_size live in workflows/notebook.py (the Python API);
+# imported here for the commands and for code written against 0.2.
+from keras_sdmtcnn.workflows.notebook import check_image_size, load_run  # noqa: E402,F401
 
 
-def _splits(splits):
-    """``splits`` as a tuple of known names (a single name may be a string)."""
-    splits = (splits,) if isinstance(splits, str) else tuple(splits)
-    for split in splits:
-        if split not in SPLITS:
-            hint = (" The validation split is 'val'; the recipe's data.val_source says whether "
-                    "it is the dataset's own validation or test split, or a held-out part of "
-                    "train." if split == "test" else "")
-            raise UserError(f"splits: unknown split {split!r}; choose from "
-                            f"{', '.join(SPLITS)}.{hint}")
-    return splits
-
-
-def check_image_size(model, recipe, where):
-    """The recipe's ``data.image_size`` must be the size the model was built for."""
-    built = tuple(model.inputs[0].shape[1:3])
-    wanted = tuple(recipe.data.image_size)
-    if None not in built and built != wanted:
-        raise UserError(
-            f"data.image_size is {wanted[0]} x {wanted[1]} (height x width), but {where} was "
-            f"built for {built[0]} x {built[1]}: leave data.image_size as the run's recipe "
-            "has it (images of another size are resized to it), or train at that size.")
-
-
-def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
-    """Loads ``(model, recipe, {split: dataset})`` of a run or model file."""
-    from keras_sdmtcnn.config import load_recipe
-    from keras_sdmtcnn.data.datasets import build_datasets
-    from keras_sdmtcnn.process.settings import configure_process
-    from keras_sdmtcnn.training.saving import load_model
-
-    splits = _splits(splits)
-    model_file, recipe_file = RunDir.resolve(str(path), recipe_path)
-    recipe = load_recipe(recipe_file, overrides)
-    configure_process(recipe)
-    model = load_model(model_file)
-    check_image_size(model, recipe, model_file)
-    if hasattr(model, "set_evaluation_convention"):
-        model.set_evaluation_convention(recipe.evaluation.convention)
-    datasets, _ = build_datasets(recipe, verbose=False, splits=splits)
-    return model, recipe, datasets
-
-
-def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1):
+def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1, runtime="interpreter"):
     """Task metrics of an exported ``.tflite``, ``.onnx`` or SavedModel on the val split.
 
     Images go in as the export expects (raw pixels of its input dtype), so the
     cost of quantisation shows in the same metrics as for the Keras model.
+    ``runtime``: LiteRT's ``interpreter`` or ``compiled_model`` API for a
+    ``.tflite`` file (``deploy/runtime.py``).
     """
     import keras
     import numpy as np
@@ -83,7 +40,7 @@ def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1):
     from keras_sdmtcnn.tasks import get_task
     from keras_sdmtcnn.training.metrics import make_task_metric
 
-    runtime = load_exported(path)
+    runtime = load_exported(path, runtime=runtime)
     meta = runtime.metadata
     if recipe_path:
         recipe = load_recipe(recipe_path, overrides)
@@ -136,7 +93,7 @@ def convention_note(recipe):
             "(LibMTL's).\n")
 
 
-def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
+def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1, runtime=None):
     """Evaluates a run, a model or an exported file; returns the results dict.
 
     Writes ``evaluation.json`` and ``evaluation.md`` beside what was evaluated.
@@ -145,8 +102,11 @@ def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
     from keras_sdmtcnn.runs.reporting import markdown_table, result_rows
     from keras_sdmtcnn.training.metrics import warn_empty
 
+    if runtime not in (None, "interpreter") and export_format(path) != "tflite":
+        raise UserError(f"--runtime {runtime} runs exported .tflite files; {path} is not one.")
     if export_format(path) is not None:
-        results, recipe = evaluate_exported(path, recipe_path, overrides, verbose)
+        results, recipe = evaluate_exported(path, recipe_path, overrides, verbose,
+                                            runtime or "interpreter")
         warn_empty(results, "validation")
         table = markdown_table(result_rows(results, list(recipe.data.tasks)))
         table += convention_note(recipe)
@@ -158,6 +118,10 @@ def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1):
             print(table)
         return results
 
+    from keras_sdmtcnn.config import load_recipe
+    from keras_sdmtcnn.process.settings import configure_process
+
+    configure_process(load_recipe(RunDir.resolve(str(path), recipe_path)[1], overrides))
     model, recipe, datasets = load_run(path, recipe_path, overrides)
     if not getattr(model, "compiled", False) or not hasattr(model, "objective"):
         raise UserError(

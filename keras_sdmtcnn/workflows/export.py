@@ -25,6 +25,7 @@ failed export leaves nothing behind in ``saved_models/``.
 
 import os
 import shutil
+import sys
 
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.io import left_behind, temp_dir_beside
@@ -84,7 +85,7 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
     from keras_sdmtcnn.data.preprocessing import to_raw_pixels
     from keras_sdmtcnn.deploy.onnx import require
     from keras_sdmtcnn.deploy.serving import serving_function
-    from keras_sdmtcnn.training.saving import load_model
+    from keras_sdmtcnn.training.saving import compute_policy, in_float32, load_model
 
     for fmt, quantize in variants:
         check_choice(branch, fmt, quantize)
@@ -103,7 +104,10 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
         require("onnxruntime")  # the parity check runs the exported file
     model_file, recipe_file = RunDir.resolve(source, recipe_path)
     recipe = load_recipe(recipe_file, overrides)
-    model = load_model(model_file)
+    trained = load_model(model_file)
+    # Exports compute in float32 (then fp16 or int8 if asked), whatever the
+    # run trained in; their parity is checked against this float32 model.
+    model = in_float32(trained)
     check_image_size(model, recipe, model_file)
     norm = recipe.data.image_normalization
     serve, spec, tasks = serving_function(model, branch, tuple(recipe.data.image_size),
@@ -125,6 +129,7 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
     source = _Source(model, model_file, recipe, serve, spec, tasks, raw, calibration, info,
                      input_dtype, out_dir)
     source.nudged = nudged
+    source.trained_precision = compute_policy(trained)
     try:
         return [_write_variant(source, branch, fmt, quantize, out_dir, verbose)
                 for fmt, quantize in variants]
@@ -204,22 +209,32 @@ def _write_variant(source, branch, fmt, quantize, out_dir, verbose):
     if verbose:
         diffs = ", ".join(f"{k} {v:.1e}" for k, v in report["max_abs_diff"].items())
         agreement = report.get("class_agreement")
-        print(f"{final}/{artefact}: parity on {report['samples']} val samples: max |diff| "
-              f"{diffs}" + (f"; classes agree on {agreement:.3%}" if agreement is not None else ""))
+        against = ("" if source.trained_precision == "float32" else
+                   f" against the {source.trained_precision}-trained model in float32")
+        print(f"{final}/{artefact}: parity on {report['samples']} val samples{against}: max "
+              f"|diff| {diffs}"
+              + (f"; classes agree on {agreement:.3%}" if agreement is not None else ""))
     return final
 
 
 def _convert(source, fmt, quantize, folder):
     """Writes the model file into ``folder``; returns ``(its name, metadata of the format)``."""
     from keras_sdmtcnn.deploy.onnx import ONNX_OPSET, convert_to_onnx
-    from keras_sdmtcnn.deploy.tflite import convert_saved_model, tflite_ops
+    from keras_sdmtcnn.deploy.tflite import convert_saved_model, gpu_compatibility, tflite_ops
 
     if fmt == "tflite":
         calibration = source.calibration if quantize == "int8" else None
         flat = convert_saved_model(source.saved_model(), quantize, calibration)
         with open(os.path.join(folder, "model.tflite"), "wb") as f:
             f.write(flat)
-        return "model.tflite", {"tflite_ops": sorted(tflite_ops(flat))}
+        gpu = gpu_compatibility(flat)
+        if gpu is not None and not gpu["compatible"]:
+            named = "; ".join(f"{o['op']} ({o['reason']})" for o in gpu["incompatible_ops"])
+            print(f"warning: LiteRT's analyzer finds ops in the {quantize} .tflite that its GPU "
+                  f"delegate cannot run (on a phone they fall back to the CPU): "
+                  f"{named or 'see its report'}.",
+                  file=sys.stderr)
+        return "model.tflite", {"tflite_ops": sorted(tflite_ops(flat)), "gpu_compatibility": gpu}
     if fmt == "onnx":
         convert_to_onnx(source.serve, source.spec, os.path.join(folder, "model.onnx"))
         return "model.onnx", {"onnx_opset": ONNX_OPSET}
@@ -247,6 +262,8 @@ def _description(source):
         "class_names": list(info.class_names) if info.class_names else None,
         "num_classes": info.num_classes,
         "source_model": os.path.abspath(source.model_file),
+        "trained_precision": source.trained_precision,
+        "parity_reference": "the source model computing in float32",
         "recipe": recipe_to_dict(recipe),
     }
 
