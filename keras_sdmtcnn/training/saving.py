@@ -53,19 +53,6 @@ def load_model(path, compile=True):
             "train it again.") from None
 
 
-def compute_policy(model):
-    """The dtype policy ``model``'s convolutions compute in: its run's precision."""
-    import keras
-
-    queue = [model]
-    while queue:
-        layer = queue.pop(0)
-        if isinstance(layer, keras.layers.Conv2D):
-            return layer.dtype_policy.name
-        queue.extend(getattr(layer, "layers", []))
-    return "float32"
-
-
 def in_float32(model):
     """``model`` rebuilt with every layer computing in float32, with its weights.
 
@@ -75,6 +62,8 @@ def in_float32(model):
     returned as it is.
     """
     import keras
+
+    from keras_sdmtcnn.training.trainer import compute_policy
 
     if compute_policy(model) == "float32":
         return model

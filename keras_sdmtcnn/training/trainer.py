@@ -40,8 +40,18 @@ from keras_sdmtcnn.tasks import output_name
 from keras_sdmtcnn.training.methods import SelfDistillation, method_config, method_from_config
 from keras_sdmtcnn.training.metrics import make_task_metric
 from keras_sdmtcnn.training.objectives import Objective
-from keras_sdmtcnn.training.saving import compute_policy
 from keras_sdmtcnn.training.terms import add_up
+
+
+def compute_policy(model):
+    """The dtype policy ``model``'s convolutions compute in: its run's precision."""
+    queue = [model]
+    while queue:
+        layer = queue.pop(0)
+        if isinstance(layer, keras.layers.Conv2D):
+            return layer.dtype_policy.name
+        queue.extend(getattr(layer, "layers", []))
+    return "float32"
 
 
 @contextlib.contextmanager

@@ -17,9 +17,52 @@ import os
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs.rundir import RunDir
 
-# load_run and check_image_size live in workflows/notebook.py (the Python API);
-# imported here for the commands and for code written against 0.2.
-from keras_sdmtcnn.workflows.notebook import check_image_size, load_run  # noqa: E402,F401
+SPLITS = ("train", "val")
+
+
+def _splits(splits):
+    """``splits`` as a tuple of known names (a single name may be a string)."""
+    splits = (splits,) if isinstance(splits, str) else tuple(splits)
+    for split in splits:
+        if split not in SPLITS:
+            hint = (" The validation split is 'val'; the recipe's data.val_source says whether "
+                    "it is the dataset's own validation or test split, or a held-out part of "
+                    "train." if split == "test" else "")
+            raise UserError(f"splits: unknown split {split!r}; choose from "
+                            f"{', '.join(SPLITS)}.{hint}")
+    return splits
+
+
+def check_image_size(model, recipe, where):
+    """The recipe's ``data.image_size`` must be the size the model was built for."""
+    built = tuple(model.inputs[0].shape[1:3])
+    wanted = tuple(recipe.data.image_size)
+    if None not in built and built != wanted:
+        raise UserError(
+            f"data.image_size is {wanted[0]} x {wanted[1]} (height x width), but {where} was "
+            f"built for {built[0]} x {built[1]}: leave data.image_size as the run's recipe "
+            "has it (images of another size are resized to it), or train at that size.")
+
+
+def load_model_and_datasets(path, recipe_path=None, overrides=(), splits=("val",)):
+    """``(model, recipe, {split: dataset}, model file)`` of a run or model file.
+
+    Changes no process-wide setting. In Python, :func:`keras_sdmtcnn.load_run`
+    (``workflows/notebook.py``) returns these as a ``Run``.
+    """
+    from keras_sdmtcnn.config import load_recipe
+    from keras_sdmtcnn.data.datasets import build_datasets
+    from keras_sdmtcnn.training.saving import load_model
+
+    splits = _splits(splits)
+    model_file, recipe_file = RunDir.resolve(str(path), recipe_path)
+    recipe = load_recipe(recipe_file, overrides)
+    model = load_model(model_file)
+    check_image_size(model, recipe, model_file)
+    if hasattr(model, "set_evaluation_convention"):
+        model.set_evaluation_convention(recipe.evaluation.convention)
+    datasets, _ = build_datasets(recipe, verbose=False, splits=splits)
+    return model, recipe, datasets, model_file
 
 
 def evaluate_exported(path, recipe_path=None, overrides=(), verbose=1, runtime="interpreter"):
@@ -122,7 +165,7 @@ def evaluate(path, recipe_path=None, overrides=(), out_dir=None, verbose=1, runt
     from keras_sdmtcnn.process.settings import configure_process
 
     configure_process(load_recipe(RunDir.resolve(str(path), recipe_path)[1], overrides))
-    model, recipe, datasets = load_run(path, recipe_path, overrides)
+    model, recipe, datasets, _ = load_model_and_datasets(path, recipe_path, overrides)
     if not getattr(model, "compiled", False) or not hasattr(model, "objective"):
         raise UserError(
             f"{path} is not a full SD-MTCNN model (a sub-model has no objective): "

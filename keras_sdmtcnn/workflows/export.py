@@ -85,7 +85,8 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
     from keras_sdmtcnn.data.preprocessing import to_raw_pixels
     from keras_sdmtcnn.deploy.onnx import require
     from keras_sdmtcnn.deploy.serving import serving_function
-    from keras_sdmtcnn.training.saving import compute_policy, in_float32, load_model
+    from keras_sdmtcnn.training.saving import in_float32, load_model
+    from keras_sdmtcnn.training.trainer import compute_policy
 
     for fmt, quantize in variants:
         check_choice(branch, fmt, quantize)

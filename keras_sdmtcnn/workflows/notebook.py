@@ -24,32 +24,6 @@ import numpy as np
 from keras_sdmtcnn.errors import UserError
 from keras_sdmtcnn.runs.rundir import RunDir
 
-SPLITS = ("train", "val")
-
-
-def _splits(splits):
-    """``splits`` as a tuple of known names (a single name may be a string)."""
-    splits = (splits,) if isinstance(splits, str) else tuple(splits)
-    for split in splits:
-        if split not in SPLITS:
-            hint = (" The validation split is 'val'; the recipe's data.val_source says whether "
-                    "it is the dataset's own validation or test split, or a held-out part of "
-                    "train." if split == "test" else "")
-            raise UserError(f"splits: unknown split {split!r}; choose from "
-                            f"{', '.join(SPLITS)}.{hint}")
-    return splits
-
-
-def check_image_size(model, recipe, where):
-    """The recipe's ``data.image_size`` must be the size the model was built for."""
-    built = tuple(model.inputs[0].shape[1:3])
-    wanted = tuple(recipe.data.image_size)
-    if None not in built and built != wanted:
-        raise UserError(
-            f"data.image_size is {wanted[0]} x {wanted[1]} (height x width), but {where} was "
-            f"built for {built[0]} x {built[1]}: leave data.image_size as the run's recipe "
-            "has it (images of another size are resized to it), or train at that size.")
-
 
 class Run:
     """A trained run: its model, recipe and datasets, and what to do with them.
@@ -220,26 +194,18 @@ def load_run(path, recipe_path=None, overrides=(), splits=("val",)):
         >>> run = load_run("runs/synthetic")
         >>> run.evaluate()["semantic_student_miou"]
     """
-    from keras_sdmtcnn.config import load_recipe
-    from keras_sdmtcnn.data.datasets import build_datasets
     from keras_sdmtcnn.deploy.runtime import export_format
-    from keras_sdmtcnn.training.saving import load_model
+    from keras_sdmtcnn.workflows.evaluate import load_model_and_datasets
 
-    splits = _splits(splits)
     path = str(path)
     if export_format(path) is not None:
         raise UserError(f"path: {path} is an exported file, not a run; load_run takes a run "
                         "directory or its .keras model. Evaluate an export with "
-                        "keras_sdmtcnn.workflows.evaluate.evaluate(PATH).")
+                        "Run.evaluate_exported, or python -m keras_sdmtcnn.evaluate PATH.")
     if not os.path.exists(path):
         raise UserError(f"path: {path} does not exist; load_run takes a run directory (what "
                         "fit wrote) or a .keras model file of one.")
-    model_file, recipe_file = RunDir.resolve(path, recipe_path)
-    recipe = load_recipe(recipe_file, overrides)
-    model = load_model(model_file)
-    check_image_size(model, recipe, model_file)
-    if hasattr(model, "set_evaluation_convention"):
-        model.set_evaluation_convention(recipe.evaluation.convention)
-    datasets, _ = build_datasets(recipe, verbose=False, splits=splits)
+    model, recipe, datasets, model_file = load_model_and_datasets(path, recipe_path, overrides,
+                                                                  splits)
     folder = path if os.path.isdir(path) else None
     return Run(model, recipe, datasets, model_file, RunDir(folder) if folder else None)

@@ -100,7 +100,7 @@ def test_compiled_model_runs_the_student_with_the_interpreters_parity(exports, f
     from keras_sdmtcnn.data.preprocessing import to_raw_pixels
     from keras_sdmtcnn.deploy.parity import parity
     from keras_sdmtcnn.deploy.serving import serving_function
-    from keras_sdmtcnn.workflows.evaluate import load_run
+    from keras_sdmtcnn.workflows.notebook import load_run
 
     _, made = exports
     _, run_dir, _ = finished_run
@@ -172,7 +172,8 @@ def test_the_tflite_signature_is_what_docs_deploying_md_tells_apps(exports):
 
 
 def test_evaluate_an_exported_file_matches_the_keras_student(exports, finished_run, tmp_path):
-    from keras_sdmtcnn.workflows.evaluate import evaluate, load_run
+    from keras_sdmtcnn.workflows.evaluate import evaluate
+    from keras_sdmtcnn.workflows.notebook import load_run
 
     _, run_dir, _ = finished_run
     folder = export(str(run_dir), "student", "tflite", "none", str(tmp_path),

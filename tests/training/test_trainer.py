@@ -107,7 +107,7 @@ def test_load_run_takes_a_path_and_refuses_unknown_splits(finished_run):
     import pathlib
 
     from keras_sdmtcnn.errors import UserError
-    from keras_sdmtcnn.workflows.evaluate import load_run
+    from keras_sdmtcnn.workflows.notebook import load_run
 
     _, run_dir, _ = finished_run
     model, recipe, datasets = load_run(pathlib.Path(run_dir) / "model.keras", splits="val")

@@ -316,7 +316,7 @@ def test_holdout_plan_reports_the_test_split_at_the_chosen_epoch(tmp_path):
     chosen = min(history, key=lambda r: r["val_loss"])
     assert test["epoch"] == chosen["epoch"] and test["monitor"] == "val_loss"
     # Independently: the best checkpoint scored on the real val split.
-    from keras_sdmtcnn.workflows.evaluate import load_run
+    from keras_sdmtcnn.workflows.notebook import load_run
 
     model, _, datasets = load_run(str(run / "checkpoints" / "best.keras"),
                                   str(run / "recipe.yaml"), ["data.val_source=val"])
