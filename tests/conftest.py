@@ -24,6 +24,27 @@ from keras_sdmtcnn.training.trainer import MultiTaskTrainer  # noqa: E402
 # As in the commands: the suite traces thousands of graphs.
 collect_garbage_less_often()
 
+TEST_EXTRA = 'pip install -e ".[test]"'
+
+
+def pytest_addoption(parser, pluginmanager):
+    # pyproject's addopts runs the suite in parallel (pytest-xdist, from the
+    # test extra). Without it, these options are taken here so that the run
+    # stops with one line naming the extra, not with a usage error.
+    if not pluginmanager.hasplugin("xdist"):
+        group = parser.getgroup("xdist")
+        # A lowercase short option is reserved for plugins: _addoption is how
+        # pytest-xdist itself registers -n.
+        group._addoption("-n", dest="numprocesses_without_xdist")
+        group.addoption("--maxprocesses", dest="maxprocesses_without_xdist")
+        group.addoption("--dist", dest="dist_without_xdist")
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "numprocesses_without_xdist"):
+        pytest.exit(f"error: the test suite needs the test extra (pytest-xdist and more): "
+                    f"run {TEST_EXTRA} from the repository root.", returncode=4)
+
 TASKS3 = ["semantic", "depth", "normal"]
 ALL_TASKS = ["semantic", "depth", "normal", "keypoints", "edges"]
 TINY = dict(

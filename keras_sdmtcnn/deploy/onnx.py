@@ -14,7 +14,7 @@ def require(module):
     except ImportError:
         raise UserError(
             f"{module} is not installed: ONNX and LiteRT support is an optional extra; "
-            'install it with pip install "keras_sdmtcnn[export]".') from None
+            'install it from the repository root with pip install -e ".[export]".') from None
 
 
 def convert_to_onnx(serve, input_spec, path, opset=ONNX_OPSET):

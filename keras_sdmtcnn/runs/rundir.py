@@ -76,6 +76,9 @@ _SKIPSET_TYPES = ("Operation", "Layer", "Functional", "Sequential", "Metric", "O
 
 
 def _cache_keras_skipsets():
+    # Keras internals (no public API caches the skip sets; pinned to Keras
+    # 3.15 in pyproject.toml): saving a model recomputes them per object,
+    # seconds per checkpoint of the paper's model. Another layout saves as is.
     try:
         from keras.src.backend.common import global_state
         from keras.src.saving.saving_lib import get_attr_skipset

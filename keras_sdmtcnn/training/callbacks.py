@@ -33,6 +33,8 @@ class ProgressLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self._bar is not None and self._bar.target is None:
+            # Progbar's count of steps (internal, pinned to Keras 3.15): an
+            # epoch of unknown length ends its bar at the steps it saw.
             self._bar.target = self._bar._seen_so_far
             self._bar.update(self._bar._seen_so_far, finalize=True)
         if self.verbose:

@@ -106,6 +106,9 @@ class _FusedAdamUpdate:
                 scalars = {**scalars, "lr": tf.cast(learning_rate, tf.float32)}
         else:
             scalars = self._adam_scalars(learning_rate)
+        # Keras' Adam keeps its moments in _momentums/_velocities (internal,
+        # pinned to Keras 3.15): the fused update must write the same slots
+        # so that checkpoints stay Keras' own.
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable),
             m=_handle(self._momentums[index]),

@@ -253,7 +253,7 @@ def test_a_missing_optional_package_names_the_extra_to_install(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         "error: Reading nyu_depth_v2_labeled.mat needs the Python package 'h5py', which is not "
-        'installed: pip install "keras_sdmtcnn[prepare]"']
+        'installed: pip install -e ".[prepare]" (from the repository root)']
     assert not (tmp_path / "out").exists()
 
 

@@ -17,6 +17,9 @@ def test_fit_writes_the_run_directory_and_learns(finished_run):
     status = json.loads((run_dir / "run.json").read_text())
     assert status["status"] == "complete"
     assert status["intra_op_threads"] == 1  # a tiny step: one thread per op (automatic)
+    # training.mixed_precision: auto keeps a tiny step in float32, and says so once.
+    assert status["precision"] == "float32"
+    assert result.stdout.count("float32 (auto: ") == 1, result.stdout[:2000]
     history = json.loads((run_dir / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
     first, last = history[0], history[-1]
@@ -63,7 +66,8 @@ def test_notebook_style_evaluate(finished_run):
 
 
 def test_evaluate_mtan_convention_is_the_mean_of_per_batch_values(finished_run, tmp_path):
-    from keras_sdmtcnn.workflows.evaluate import evaluate, load_run
+    from keras_sdmtcnn.workflows.evaluate import evaluate
+    from keras_sdmtcnn.workflows.notebook import load_run
 
     _, run_dir, _ = finished_run
     overrides = ["evaluation.convention=mtan", "evaluation.batch_size=1"]
@@ -320,5 +324,5 @@ def test_a_missing_export_package_is_named_before_the_model_loads(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines() == [
         "error: tf2onnx is not installed: ONNX and LiteRT support is an optional extra; "
-        'install it with pip install "keras_sdmtcnn[export]".']
+        'install it from the repository root with pip install -e ".[export]".']
     assert not (tmp_path / "out").exists()

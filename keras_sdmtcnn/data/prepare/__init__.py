@@ -5,7 +5,7 @@ knows the raw files and their encodings; ``output.py`` owns the output
 folder (atomic files, resuming, ``prepare.json``); ``arrays.py`` the
 resizing rules. :func:`prepare_dataset` ties them together. The optional
 packages (``h5py``, ``scipy``, ``cityscapesscripts``) come with
-``pip install "keras_sdmtcnn[prepare]"``.
+``pip install -e ".[prepare]"`` from the repository root.
 """
 
 import os

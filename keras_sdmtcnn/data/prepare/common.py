@@ -7,7 +7,8 @@ import numpy as np
 
 from keras_sdmtcnn.errors import UserError
 
-EXTRA = 'pip install "keras_sdmtcnn[prepare]"'
+# From a clone (the package is installed from its repository).
+EXTRA = 'pip install -e ".[prepare]" (from the repository root)'
 
 
 def optional_import(module, purpose):
