@@ -158,7 +158,7 @@ def choose_precision(recipe, started_with=None):
     ``training.mixed_precision``: ``auto`` is ``mixed_bfloat16`` on a machine
     without a GPU whose CPU has native bfloat16 (:func:`native_bf16`), for
     a step larger than :data:`SMALL_STEP_WORK` (the demo's step gains
-    nothing; the paper's size is 2.6-3.0x faster, docs/benchmarks.md), and
+    nothing; the paper's size is 3x faster on an Intel CPU with AMX, docs/benchmarks.md), and
     float32 everywhere else, GPUs included (``mixed_float16`` or
     ``mixed_bfloat16`` there are an explicit choice). ``none`` is Keras'
     float type. ``started_with``: the policy of the run being resumed;
