@@ -30,6 +30,7 @@ _PUBLIC = {
     "load_run": "keras_sdmtcnn.workflows.notebook",
     "Run": "keras_sdmtcnn.workflows.notebook",
     "load_recipe": "keras_sdmtcnn.config",
+    "build_datasets": "keras_sdmtcnn.data.datasets",
 }
 
 

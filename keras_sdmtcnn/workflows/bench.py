@@ -328,6 +328,23 @@ def _switches(switches):
     return ", ".join(f"{k} {v}" for k, v in sorted(switches.items()))
 
 
+def _precision_rows(precision):
+    """The table rows of :func:`precision_figures` (none when it did not run)."""
+    if not precision:
+        return []
+    f32, bf16 = precision["none"], precision["mixed_bfloat16"]
+    return [
+        ("`separate` step, fresh process: float32 / mixed_bfloat16",
+         f"{f32['seconds']:.3f} / {bf16['seconds']:.3f} s ({precision['speed_up']:.2f}x; "
+         f"{f32['gflops']:.0f} / {bf16['gflops']:.0f} GFLOP/s)"),
+        ("first train step, fresh process: float32 / mixed_bfloat16",
+         f"{f32['first_step_seconds']:.1f} / {bf16['first_step_seconds']:.1f} s "
+         f"({precision['first_step_share']:.0%})"),
+        ("`training.mixed_precision: auto` picks",
+         f"{precision['auto_picks'][0]} ({precision['auto_picks'][1]})"),
+    ]
+
+
 def table(result):
     """The figures as Markdown: a summary table, then the latency rows."""
     m, steps = result["machine"], result["train_step"]
@@ -354,19 +371,7 @@ def table(result):
         ("input pipeline alone", f"{result['input_pipeline_samples_per_s']:.1f} samples/s"),
         ("peak memory (max RSS)", f"{result['peak_memory_mb']:.0f} MB"),
     ]
-    if "precision" in result:
-        precision = result["precision"]
-        f32, bf16 = precision["none"], precision["mixed_bfloat16"]
-        rows += [
-            ("`separate` step, fresh process: float32 / mixed_bfloat16",
-             f"{f32['seconds']:.3f} / {bf16['seconds']:.3f} s ({precision['speed_up']:.2f}x; "
-             f"{f32['gflops']:.0f} / {bf16['gflops']:.0f} GFLOP/s)"),
-            ("first train step, fresh process: float32 / mixed_bfloat16",
-             f"{f32['first_step_seconds']:.1f} / {bf16['first_step_seconds']:.1f} s "
-             f"({precision['first_step_share']:.0%})"),
-            ("`training.mixed_precision: auto` picks",
-             f"{precision['auto_picks'][0]} ({precision['auto_picks'][1]})"),
-        ]
+    rows += _precision_rows(result.get("precision"))
     if "xla" in result:
         rows += [
             ("XLA `separate` step", f"{result['xla']['separate_seconds']:.3f} s "

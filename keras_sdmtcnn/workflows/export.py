@@ -83,26 +83,11 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
 
     from keras_sdmtcnn.config import load_recipe
     from keras_sdmtcnn.data.preprocessing import to_raw_pixels
-    from keras_sdmtcnn.deploy.onnx import require
     from keras_sdmtcnn.deploy.serving import serving_function
     from keras_sdmtcnn.training.saving import in_float32, load_model
     from keras_sdmtcnn.training.trainer import compute_policy
 
-    for fmt, quantize in variants:
-        check_choice(branch, fmt, quantize)
-    if input_dtype not in ("uint8", "float32"):
-        raise UserError(f"--input-dtype must be uint8 or float32, got {input_dtype!r}.")
-    for name, value in (("--samples", parity_samples), ("calibration samples",
-                                                         calibration_samples)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{name} must be a whole number >= 1 (images of the validation "
-                            f"split the export is checked on), got {value!r}.")
-    if len(set(variants)) != len(variants):
-        raise UserError(f"--format and --quantize name the same export twice: {variants}.")
-    # The optional packages a format needs, before the model is loaded.
-    if any(fmt == "onnx" for fmt, _ in variants):
-        require("tf2onnx")
-        require("onnxruntime")  # the parity check runs the exported file
+    check_arguments(branch, variants, input_dtype, parity_samples, calibration_samples)
     model_file, recipe_file = RunDir.resolve(source, recipe_path)
     recipe = load_recipe(recipe_file, overrides)
     trained = load_model(model_file)
@@ -136,6 +121,27 @@ def export_variants(source, branch="student", variants=(("tflite", "none"),), ou
                 for fmt, quantize in variants]
     finally:
         source.close()
+
+
+def check_arguments(branch, variants, input_dtype, parity_samples, calibration_samples):
+    """Refuses what an export cannot do, before anything is loaded (one ``UserError``)."""
+    from keras_sdmtcnn.deploy.onnx import require
+
+    for fmt, quantize in variants:
+        check_choice(branch, fmt, quantize)
+    if input_dtype not in ("uint8", "float32"):
+        raise UserError(f"--input-dtype must be uint8 or float32, got {input_dtype!r}.")
+    for option, value in (("--samples", parity_samples),
+                          ("calibration samples", calibration_samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{option} must be a whole number >= 1 (images of the validation "
+                            f"split the export is checked on), got {value!r}.")
+    if len(set(variants)) != len(variants):
+        raise UserError(f"--format and --quantize name the same export twice: {variants}.")
+    # The optional packages a format needs, before the model is loaded.
+    if any(fmt == "onnx" for fmt, _ in variants):
+        require("tf2onnx")
+        require("onnxruntime")  # the parity check runs the exported file
 
 
 def remove_left_behind(out_dir):

@@ -153,6 +153,19 @@ def test_the_gpu_verdict_comes_from_litert_s_analyzer_and_names_offending_ops(
     assert "CUMSUM (Not supported op CUMSUM)" in err[0]
 
 
+def test_compiled_model_without_its_wheel_is_one_error_naming_the_version(exports, monkeypatch):
+    import sys
+
+    _, made = exports
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.compiled_model", None)  # not installed
+    with pytest.raises(UserError, match=r"needs LiteRT's CompiledModel API.*ai-edge-litert>=2\.0"):
+        load_exported(os.path.join(made[("tflite", "none")], "model.tflite"),
+                      runtime="compiled_model")
+    with pytest.raises(UserError, match="--runtime compiled_model runs .tflite files"):
+        load_exported(os.path.join(made[("onnx", "none")], "model.onnx"),
+                      runtime="compiled_model")
+
+
 def test_the_tflite_signature_is_what_docs_deploying_md_tells_apps(exports):
     # The Android code in docs/deploying.md reads these names.
     from ai_edge_litert.compiled_model import CompiledModel
@@ -208,6 +221,16 @@ def test_predict_writes_panels_of_the_right_size(exports, finished_run, tmp_path
     with Image.open(one[0]) as image:
         assert image.size == (columns * tile, tile + CAPTION)
     assert [os.path.basename(p) for p in both] == ["a.png", "b.png"]
+
+
+def test_without_out_an_export_goes_to_saved_models_under_the_recipe_name(
+        finished_run, tmp_path, monkeypatch):
+    _, run_dir, _ = finished_run
+    monkeypatch.chdir(tmp_path)
+    folder = export(str(run_dir), "student", "saved_model", "none", parity_samples=1, verbose=0)
+    name = _meta(folder)["recipe"]["name"]
+    assert folder == os.path.join("saved_models", name, "student-saved_model")
+    assert os.listdir(tmp_path / "saved_models") == [name]
 
 
 def test_export_bad_input_is_one_message_and_leaves_nothing(finished_run, tmp_path):
