@@ -7,6 +7,9 @@ import pytest
 from conftest import REPO
 
 
+# Opt-in (-m slow): XLA is off by default (speed.xla), and compiling the demo's step
+# takes about 20 s of the default suite's budget.
+@pytest.mark.slow
 def test_xla_trains_the_demo_model_and_matches_the_graph_step(tmp_path):
     # speed.xla: the train step is XLA-compiled (the fused BatchNorm kernel
     # off, the evaluation step a plain graph); one step from the same weights

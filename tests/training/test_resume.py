@@ -74,11 +74,12 @@ cli.run(fit.main_in_this_process, sys.argv[3:])
 """
 
 
-def test_a_run_killed_twice_resumes_to_bitwise_the_same_weights(tmp_path):
-    # Killed from inside the run at chosen moments: once while epoch 2's
-    # checkpoint is being written, once in the middle of epoch 3 of the
-    # resumed process. Deterministic ops: the resumed run must end with
-    # exactly the weights of an uninterrupted one, and no temporary file.
+def test_a_run_killed_while_checkpointing_resumes_to_bitwise_the_same_weights(tmp_path):
+    # Killed from inside the run while epoch 2's checkpoint is being written
+    # (a kill in the middle of an epoch: the Baseline-3 test below and
+    # tests/workflows/test_multi_worker.py). Deterministic ops: the resumed
+    # run must end with exactly the weights of an uninterrupted one, and no
+    # temporary file.
     recipe = tmp_path / "resume.yaml"
     recipe.write_text(RESUME_RECIPE.format(cache=tmp_path / "cache"))
     straight = tmp_path / "straight"
@@ -92,15 +93,12 @@ def test_a_run_killed_twice_resumes_to_bitwise_the_same_weights(tmp_path):
     assert first.returncode == -signal.SIGKILL, first.stderr[-2000:]
     assert json.loads(state.read_text())["epoch"] == 1  # epoch 2's save never completed
     assert any(".tmp" in name for name in os.listdir(killed / "checkpoints"))
-    second = _python(KILL_SCRIPT, "step", "9", *fit_args)  # mid epoch 3: 6 steps an epoch
-    assert second.returncode == -signal.SIGKILL, second.stderr[-2000:]
-    assert json.loads(state.read_text())["epoch"] == 2
     assert json.loads((killed / "run.json").read_text())["status"] == "running"
     assert not (killed / "model.keras").exists()
 
     result = run_command("fit", *fit_args)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming after epoch 2" in result.stdout
+    assert "resuming after epoch 1" in result.stdout
     history = json.loads((killed / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     for a, b in zip(_final_weights(straight), _final_weights(killed)):
