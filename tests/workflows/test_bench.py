@@ -77,6 +77,9 @@ def test_bench_runs_on_a_tiny_recipe_and_writes_every_field(tmp_path):
     assert "| `separate` / `teacher_only` |" in result.stdout
 
 
+# Opt-in (-m slow): two processes building the model at once take a minute of CPU;
+# the refusals of --against stay in the default suite.
+@pytest.mark.slow
 def test_bench_against_a_checkout_times_both_in_alternating_blocks(tmp_path):
     # This checkout against itself: both workers build the same model.
     out = tmp_path / "paired.json"

@@ -69,13 +69,17 @@ def _fit(*args, script=None, moment=None):
                                             "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def test_a_killed_overwrite_leaves_the_old_run_or_the_new_one_whole(old_run):
+# The second moment (a file system without an atomic exchange, where the
+# old run is parked for a moment) is opt-in: -m slow.
+@pytest.mark.parametrize("moments", [
+    ("final_model",), pytest.param(("final_model", "between_renames"), marks=pytest.mark.slow)])
+def test_a_killed_overwrite_leaves_the_old_run_or_the_new_one_whole(old_run, moments):
     recipe, run_dir, before = old_run
     args = (recipe, "--run-dir", run_dir, "--overwrite", "--set", "training.epochs=1", "--set",
             "model.encoder_depths=[1, 1, 1, 1]", "--set", "model.attention=false")
     # Killed while writing the new run's final model, and (on a file system
     # without an atomic exchange) between parking the old run and renaming the new.
-    for moment in ("final_model", "between_renames"):
+    for moment in moments:
         killed = _fit(*args, script=KILLED, moment=moment)
         assert killed.returncode == -signal.SIGKILL, (moment, killed.stderr[-2000:])
         # The old run, whole (parked between the two renames, it is back as
