@@ -40,6 +40,27 @@ def pytest_addoption(parser, pluginmanager):
         group.addoption("--dist", dest="dist_without_xdist")
 
 
+# The default suite's slowest modules (tens of seconds each, measured with
+# --durations), started first: pytest-xdist hands whole modules to its
+# processes (--dist loadscope) in collection order, so a slow module
+# collected last would run alone at the end while the other process idles.
+SLOWEST_FIRST = (
+    "workflows/test_multi_worker.py", "deploy/test_export.py", "training/test_resume.py",
+    "workflows/test_experiments.py", "training/test_distribute.py", "workflows/test_bench.py",
+    "workflows/test_commands.py", "deploy/test_preprocessing_parity.py",
+    "models/test_sdmtcnn.py", "deploy/test_parity.py", "data/test_prepare.py",
+    "workflows/test_notebook.py", "workflows/test_overwrite.py", "workflows/test_faults.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0].removeprefix("tests/")
+        return SLOWEST_FIRST.index(path) if path in SLOWEST_FIRST else len(SLOWEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
+
+
 def pytest_configure(config):
     if hasattr(config.option, "numprocesses_without_xdist"):
         pytest.exit(f"error: the test suite needs the test extra (pytest-xdist and more): "
