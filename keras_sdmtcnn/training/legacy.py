@@ -14,14 +14,12 @@ from keras import layers
 
 from keras_sdmtcnn import PACKAGE
 from keras_sdmtcnn.models.backbone import SegNetBackbone
-from keras_sdmtcnn.models.sdmtcnn import SDMTCNN, feature_output, network_config
-from keras_sdmtcnn.tasks import output_name
+from keras_sdmtcnn.models.sdmtcnn import feature_output, network_config
 from keras_sdmtcnn.training.methods import (
     METHODS,
     FeatureDistillation,
     SelfDistillation,
     TwoStage,
-    backbone_level,
 )
 from keras_sdmtcnn.training.trainer import MultiTaskTrainer
 
@@ -68,15 +66,9 @@ class _FeatureDistillation02(FeatureDistillation):
         self.adaptor_bias = adaptor_bias
 
     def compose(self):
-        stages = len(self.network_config_["model"]["encoder_filters"])
-        backbone_names = [backbone_level(level, stages) for level in self.levels]
-        self.network = net = SDMTCNN.from_config(
-            {**self.network_config_, "feature_outputs": backbone_names,
-             "name": "multi_task_network"})
-        image = keras.Input(shape=net.inputs[0].shape[1:], name="image")
-        out = net(image)
-        outputs = {n: layers.Identity(name=n)(out[n])
-                   for n in (output_name(t, b) for t in net.tasks for b in net.branches)}
+        backbone_names = self._backbone_names()
+        image, out, outputs = self._network_graph(backbone_names)
+        net = self.network
         for task, config in self.expert_configs.items():
             encoder = SegNetBackbone(model=config.get("model"), image_size=net.image_size,
                                      name=f"{task}_single_task_encoder")

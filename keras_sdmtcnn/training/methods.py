@@ -196,8 +196,8 @@ class FeatureDistillation(Method):
                                                                 (64, 128, 256, 512)))
         return [backbone_level(level, stages) for level in self.levels]
 
-    def compose(self):
-        backbone_names = self._backbone_names()
+    def _network_graph(self, backbone_names):
+        """``(image, the network's outputs, the named task outputs)``; sets ``self.network``."""
         self.network = net = SDMTCNN.from_config(
             {**self.network_config_, "feature_outputs": backbone_names,
              "name": "multi_task_network"})
@@ -205,6 +205,12 @@ class FeatureDistillation(Method):
         out = net(image)
         outputs = {n: layers.Identity(name=n)(out[n])
                    for n in (output_name(t, b) for t in net.tasks for b in net.branches)}
+        return image, out, outputs
+
+    def compose(self):
+        backbone_names = self._backbone_names()
+        image, out, outputs = self._network_graph(backbone_names)
+        net = self.network
         for name in backbone_names:
             outputs[feature_output(name)] = layers.Identity(name=feature_output(name))(
                 out[feature_output(name)])
