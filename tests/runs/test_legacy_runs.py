@@ -10,12 +10,17 @@ from conftest import REPO
 FIXTURE = f"{REPO}/tests/fixtures/legacy_run_v0_1"
 
 
-@pytest.fixture(scope="module")
-def legacy_run(tmp_path_factory):
+def _copied(fixture, tmp_path_factory):
+    """A copy of a stored run directory, and the override that keeps its data cache beside it."""
     tmp = tmp_path_factory.mktemp("legacy")
     run = tmp / "run"
-    shutil.copytree(FIXTURE, run)
+    shutil.copytree(fixture, run)
     return run, [f"data.scenes.cache_dir={tmp / 'cache'}"]
+
+
+@pytest.fixture(scope="module")
+def legacy_run(tmp_path_factory):
+    return _copied(FIXTURE, tmp_path_factory)
 
 
 def test_a_run_written_by_0_1_evaluates_to_its_own_figures(legacy_run):
@@ -57,10 +62,7 @@ FIXTURE_0_2 = f"{REPO}/tests/fixtures/legacy_run_v0_2"
 
 @pytest.fixture(scope="module")
 def legacy_run_0_2(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("legacy-0.2")
-    run = tmp / "run"
-    shutil.copytree(FIXTURE_0_2, run)
-    return run, [f"data.scenes.cache_dir={tmp / 'cache'}"]
+    return _copied(FIXTURE_0_2, tmp_path_factory)
 
 
 @pytest.mark.parametrize("stage", ["", "stage1_teacher"])
