@@ -17,7 +17,14 @@ def student_head(backbone_outputs, prefix, config, channels, activation):
     (scaled by the width multiplier). Layers are named
     ``{prefix}_deconv{j}_*``; the output is named ``prefix``.
     """
+    # Under a mixed-precision policy the heads compute in float32, off the
+    # bottleneck in the policy's type. Over 10 seeds of the demo recipe, with
+    # bfloat16 heads the Student ended 1.1-1.7 float32 standard deviations
+    # below float32 on segmentation, normals and edges; with float32 heads
+    # 0.3, 1.1 and 0.0 (docs/usage.md). The paper-size bfloat16 step is 1-4%
+    # slower for it (docs/benchmarks.md, Precision).
+    dtype = blocks.full_precision()
     z = backbone_outputs[BOTTLENECK]
     for j, f in enumerate(config.student_filters, start=1):
-        z = blocks.deconv_bn_relu(z, config.scaled(f), f"{prefix}_deconv{j}", config)
+        z = blocks.deconv_bn_relu(z, config.scaled(f), f"{prefix}_deconv{j}", config, dtype)
     return blocks.output_layer(z, channels, activation, prefix)

@@ -135,15 +135,17 @@ def _interleave_rows(a, b):
     return ops.reshape(stacked, (-1, shape[1] * 2, shape[2], shape[3]))
 
 
-def batch_norm(x, name, config):
+def batch_norm(x, name, config, dtype=None):
     """The BatchNorm of every block, with ``config``'s momentum and synchronisation.
 
     The default momentum, 0.9, is PyTorch's default (0.1 there) as in the
     MTAN/SD-MTCNN code lineage; Keras' 0.99 leaves the moving statistics far
-    from the data for the first few hundred steps.
+    from the data for the first few hundred steps. ``dtype``: the layer's
+    dtype policy (default: Keras' global one).
     """
     return FusedBatchNormalization(
-        momentum=config.bn_momentum, synchronized=bool(config.synchronized_bn), name=name)(x)
+        momentum=config.bn_momentum, synchronized=bool(config.synchronized_bn), dtype=dtype,
+        name=name)(x)
 
 
 def conv_bn_relu(x, filters, name, config, kernel_size=3):
@@ -195,14 +197,27 @@ def attention_gate(features, context, name, config):
     return layers.Multiply(name=f"{name}_gate")([features, mask])
 
 
-def deconv_bn_relu(x, filters, name, config):
-    """Stride-2 3x3 transposed convolution (doubles H and W), BN, ReLU."""
+def deconv_bn_relu(x, filters, name, config, dtype=None):
+    """Stride-2 3x3 transposed convolution (doubles H and W), BN, ReLU.
+
+    ``dtype``: the layers' dtype policy (default: Keras' global one).
+    """
     x = layers.Conv2DTranspose(
         filters, 3, strides=2, padding="same", use_bias=False,
-        kernel_initializer="he_normal", name=f"{name}_deconv",
+        kernel_initializer="he_normal", dtype=dtype, name=f"{name}_deconv",
     )(x)
-    x = batch_norm(x, f"{name}_bn", config)
-    return layers.ReLU(name=f"{name}_relu")(x)
+    x = batch_norm(x, f"{name}_bn", config, dtype)
+    return layers.ReLU(dtype=dtype, name=f"{name}_relu")(x)
+
+
+def full_precision():
+    """The float type of the layers that compute in full precision under any policy.
+
+    Keras' float type: float32, or float64 where that is set (a float64
+    model has no float32 part). The output layers and the Student's heads
+    use it under a mixed-precision policy.
+    """
+    return "float64" if keras.config.floatx() == "float64" else "float32"
 
 
 def output_layer(x, channels, activation, name):
@@ -211,10 +226,10 @@ def output_layer(x, channels, activation, name):
     ``activation`` is ``"logits"`` or ``"linear"`` (the convolution's output as
     is) or ``"l2_normalize"`` (unit vectors along channels). The returned
     tensor is named exactly ``name``. It is computed in float32 whatever the
-    mixed-precision policy, so outputs and losses stay float32 (float64 when
-    that is Keras' float type: a float64 model has no float32 part).
+    mixed-precision policy (:func:`full_precision`), so outputs and losses
+    stay float32.
     """
-    dtype = "float64" if keras.config.floatx() == "float64" else "float32"
+    dtype = full_precision()
     if activation in ("logits", "linear"):
         return layers.Conv2D(channels, 1, dtype=dtype, name=name)(x)
     if activation == "l2_normalize":

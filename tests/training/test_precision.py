@@ -22,6 +22,11 @@ def test_mixed_precision_keeps_outputs_and_losses_float32(policy):
         x, y = random_batch(TASKS3, num_classes=5)
         compute = policy.split("_")[1]
         assert model.get_layer("encoder1_conv1_conv").compute_dtype == compute
+        # The Student's heads compute in float32 (models/heads.py), the Teacher's
+        # decoders in the policy's type.
+        for layer in ("semantic_student_deconv1_deconv", "depth_student_deconv4_bn"):
+            assert model.get_layer(layer).compute_dtype == "float32", layer
+        assert model.get_layer("depth_teacher_decoder1_conv1_conv").compute_dtype == compute
         out = model(x)
         assert {str(v.dtype) for v in out.values()} == {"<dtype: 'float32'>"} or all(
             "float32" in str(v.dtype) for v in out.values())
