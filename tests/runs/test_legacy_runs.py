@@ -45,6 +45,9 @@ def test_a_run_written_by_0_1_evaluates_to_its_own_figures(legacy_run):
         assert written[key] == results[key]
 
 
+# Opt-in (-m slow, 18 s): a 0.1 run still loads and evaluates above, and a legacy
+# run's export stays in the default suite with 0.2's.
+@pytest.mark.slow
 def test_a_run_written_by_0_1_exports_its_student(legacy_run, tmp_path):
     from keras_sdmtcnn.deploy.runtime import load_exported
     from keras_sdmtcnn.workflows.export import export

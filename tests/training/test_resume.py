@@ -108,6 +108,10 @@ def test_a_run_killed_while_checkpointing_resumes_to_bitwise_the_same_weights(tm
     assert not leftovers, leftovers
 
 
+# Opt-in (-m slow, 36 s): bitwise resumption stays in the default suite
+# (killed while checkpointing, above), and Baseline-3's two stages train in
+# tests/workflows/test_experiments.py.
+@pytest.mark.slow
 def test_a_killed_baseline3_second_stage_resumes_to_bitwise_the_same_weights(tmp_path):
     # Baseline-3 trains the Teacher (stage 1), then a Student network with it
     # frozen (stage 2). Killed in the middle of stage 2's second epoch, the
