@@ -8,6 +8,9 @@
 - ``curves.png``: per task, the headline validation metric per epoch of
   every method's Teacher (solid) and Student (dashed), the supplementary's
   Figure 1.
+- ``seeds.png`` (with several seeds): per task, each row's last-epoch
+  headline metric, one dot per seed, with the mean ± std, to see the spread
+  and the outliers behind a ``mean ± std`` cell.
 
 Metrics are those of the recipe's validation split: the last epoch, and
 with the plan's ``last_epochs: N`` also the mean of each value over the last
@@ -308,6 +311,55 @@ def plot_validation_curves(plan, recipes, path):
     plt.close(fig)
 
 
+def seed_spread(rows):
+    """``{task: [(row label, [headline metric per seed])]}`` of a results table's rows."""
+    spread = {}
+    for row in rows:
+        label = f"{row['method']} ({row['branch'][0]})"
+        for task in columns_tasks(rows):
+            metric = get_task(task).main_metric
+            values = [v[task][metric] for v in row["values"] if metric in v.get(task, {})]
+            if values:
+                spread.setdefault(task, []).append((label, values))
+    return spread
+
+
+def columns_tasks(rows):
+    """The tasks of the rows' columns, in order."""
+    return list(dict.fromkeys(task for task, _, _ in columns(rows)))
+
+
+def plot_seed_spread(rows, path):
+    """Per task, every row's headline metric per seed (dots) and its mean ± std (bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from keras_sdmtcnn.io import atomic_savefig
+
+    spread = seed_spread(rows)
+    width = max(3.2, 0.9 * max(len(entries) for entries in spread.values()))
+    fig, axes = plt.subplots(1, len(spread), figsize=(width * len(spread), 4.4), squeeze=False)
+    jitter = np.random.default_rng(0)  # dots spread sideways, the same on every call
+    for ax, (task, entries) in zip(axes[0], spread.items()):
+        for x, (label, values) in enumerate(entries):
+            color = plt.get_cmap("tab10")(x % 10)
+            ax.scatter(x + jitter.uniform(-0.15, 0.15, len(values)), values, s=12,
+                       color=color, alpha=0.75)
+            mean, std = _stats(values)
+            ax.errorbar(x + 0.32, mean, yerr=std or 0.0, fmt="o", color="black", capsize=3)
+        ax.set_xticks(range(len(entries)), [label for label, _ in entries], rotation=30,
+                      ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(entries) - 0.2)
+        ax.set_title(column_header(task, get_task(task).main_metric), fontsize=10)
+    fig.suptitle(f"Last epoch, {max(len(v) for e in spread.values() for _, v in e)} seeds: "
+                 "one dot per seed, mean ± std beside", fontsize=10)
+    fig.tight_layout()
+    atomic_savefig(fig, path, dpi=90)
+    plt.close(fig)
+
+
 def evaluation_conventions(plan, recipes):
     """The evaluation convention(s) of the plan's recipes, in words."""
     said = []
@@ -325,7 +377,8 @@ def evaluation_conventions(plan, recipes):
 
 
 def write_results(plan, recipes, wall_seconds=None):
-    """Writes ``results.md``, ``results.csv`` and ``curves.png``; returns the Markdown."""
+    """Writes ``results.md``, ``results.csv``, ``curves.png`` and (with several
+    seeds) ``seeds.png``; returns the Markdown."""
     from keras_sdmtcnn.io import atomic_write_text
     from keras_sdmtcnn.runs.machine import machine
 
@@ -351,8 +404,9 @@ def write_results(plan, recipes, wall_seconds=None):
     header = (f"Plan `{plan.name}`: {len(plan.runs)} runs x {len(plan.seeds)} seed(s) "
               f"({', '.join(map(str, plan.seeds))}); validation split, "
               f"{evaluation_conventions(plan, recipes)}; "
-              f"{DELTA_M[convention].description}, against the single-task rows"
-              + (f", over {', '.join(plan.reference)}" if plan.reference else "")
+              + (f"{DELTA_M[convention].description}, against the single-task rows, "
+                 f"over {', '.join(plan.reference)}" if plan.reference
+                 else "no Δm (the plan names no single-task reference)")
               + (" (the runs' other tasks do not count)" if plan.delta_m_partial else "")
               + ".\n"
               f"Training time, all runs: {seconds / 60:.1f} min"
@@ -368,6 +422,8 @@ def write_results(plan, recipes, wall_seconds=None):
     atomic_write_text(os.path.join(plan.out_dir, "results.csv"),
                       csv_text([(stat, rows) for stat, _, rows in tables], convention))
     plot_validation_curves(plan, recipes, os.path.join(plan.out_dir, "curves.png"))
+    if len(plan.seeds) > 1:
+        plot_seed_spread(tables[0][2], os.path.join(plan.out_dir, "seeds.png"))
     return text
 
 

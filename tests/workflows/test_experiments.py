@@ -186,6 +186,13 @@ def test_delta_m_and_std_match_a_hand_computation(tmp_path):
     text = results.write_results(plan, recipes)
     assert "2 seed(s)" in text and "6.0 min" in text  # 3 runs x 2 seeds x 60 s
     assert (tmp_path / "curves.png").exists() and (tmp_path / "results.csv").exists()
+    # seeds.png plots each row's headline metric per seed: the table's values.
+    spread = results.seed_spread(rows)
+    assert list(spread) == ["semantic", "depth"]
+    assert [label for label, _ in spread["semantic"]] == [
+        "Single task (T)", "Method (T)", "Method (S)"]
+    assert spread["semantic"][1][1] == [v["semantic"]["miou"] for v in rows[1]["values"]]
+    assert (tmp_path / "seeds.png").stat().st_size > 5_000
 
 
 NORMAL_REF = {"angle_mean": 20.0, "angle_median": 16.0, "within_11_25": 0.40,
