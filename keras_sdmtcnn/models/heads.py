@@ -20,9 +20,9 @@ def student_head(backbone_outputs, prefix, config, channels, activation):
     # Under a mixed-precision policy the heads compute in float32, off the
     # bottleneck in the policy's type. Over 10 seeds of the demo recipe, with
     # bfloat16 heads the Student ended 1.1-1.7 float32 standard deviations
-    # below float32 on segmentation, normals and edges; with float32 heads
-    # 0.3, 1.1 and 0.0 (docs/usage.md). The paper-size bfloat16 step is 1-4%
-    # slower for it (docs/benchmarks.md, Precision).
+    # below float32 on segmentation, normals and edges; with float32 heads,
+    # over 20 seeds, 0.05, 0.54 and -0.18 (docs/precision_20_seeds.md). The
+    # paper-size bfloat16 step is 1-4% slower for it (docs/benchmarks.md).
     dtype = blocks.full_precision()
     z = backbone_outputs[BOTTLENECK]
     for j, f in enumerate(config.student_filters, start=1):
