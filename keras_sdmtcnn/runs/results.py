@@ -313,20 +313,16 @@ def plot_validation_curves(plan, recipes, path):
 
 def seed_spread(rows):
     """``{task: [(row label, [headline metric per seed])]}`` of a results table's rows."""
+    tasks = list(dict.fromkeys(task for task, _, _ in columns(rows)))
     spread = {}
     for row in rows:
         label = f"{row['method']} ({row['branch'][0]})"
-        for task in columns_tasks(rows):
+        for task in tasks:
             metric = get_task(task).main_metric
             values = [v[task][metric] for v in row["values"] if metric in v.get(task, {})]
             if values:
                 spread.setdefault(task, []).append((label, values))
     return spread
-
-
-def columns_tasks(rows):
-    """The tasks of the rows' columns, in order."""
-    return list(dict.fromkeys(task for task, _, _ in columns(rows)))
 
 
 def plot_seed_spread(rows, path):
